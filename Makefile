@@ -1,0 +1,121 @@
+# fleetgate: build, test and benchmark entry points.
+#
+# `make` builds the shared runtime and every plugin into build/.
+# `make test` installs missing Debian packages (when root), builds, and runs
+# the unit, SQL and integration suites against real servers.
+
+CC ?= cc
+BUILD ?= build
+
+WARN := -Wall -Wextra -Wconversion -Wshadow -Wformat=2 -Wstrict-prototypes \
+	-Wwrite-strings -Wmissing-prototypes -Wno-sign-conversion -Werror
+OPT ?= -O2 -g
+SAN ?=
+# Flags that need the -dev packages are expanded lazily, so that `make deps`
+# works on a machine where they are not installed yet.
+PKG_CFLAGS = $(shell pkg-config --cflags libcjson 2>/dev/null) \
+	-I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
+CFLAGS_ALL = -std=c11 -D_GNU_SOURCE -fPIC -pthread $(OPT) $(SAN) $(WARN) \
+	-fvisibility=hidden -Icommon $(PKG_CFLAGS) $(CFLAGS)
+LIBS_RT = -lpq -lcjson -lssl -lcrypto -lpthread
+
+COMMON_SRC := $(wildcard common/*.c)
+COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
+AUTH_SRC := $(wildcard plugins/auth/*.c)
+AUTH_OBJ := $(AUTH_SRC:%.c=$(BUILD)/obj/%.o)
+TOOLS_SRC := $(wildcard test/tools/*.c)
+TOOLS := $(TOOLS_SRC:test/tools/%.c=$(BUILD)/tools/%)
+BENCH_SRC := $(wildcard test/bench/*.c)
+BENCH := $(BENCH_SRC:test/bench/%.c=$(BUILD)/tools/%)
+UNIT_SRC := $(wildcard test/unit/test_*.c)
+UNIT := $(UNIT_SRC:test/unit/%.c=$(BUILD)/unit/%)
+
+RUNTIME := $(BUILD)/libfleetgate.so
+PLUGINS := $(BUILD)/fleetgate_auth.so
+
+.PHONY: all deps test unit sql-test integration asan valgrind bench demo \
+	lint format format-check clean
+
+all: $(RUNTIME) $(PLUGINS) $(TOOLS) $(BENCH)
+
+deps:
+	@bash test/deps.sh
+
+$(BUILD)/obj/%.o: %.c $(wildcard common/*.h plugins/*/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -c -o $@ $<
+
+$(RUNTIME): $(COMMON_OBJ)
+	$(CC) -shared -pthread $(SAN) -Wl,-soname,libfleetgate.so -o $@ $^ $(LIBS_RT)
+
+$(BUILD)/fleetgate_auth.so: $(AUTH_OBJ) $(RUNTIME)
+	$(CC) -shared -pthread $(SAN) -o $@ $(AUTH_OBJ) -L$(BUILD) -lfleetgate \
+		-Wl,-rpath,'$$ORIGIN' $(LIBS_RT)
+
+$(BUILD)/tools/%: test/tools/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) -pthread -o $@ $< \
+		-lmosquitto -lssl -lcrypto -lpthread -lm
+
+$(BUILD)/tools/%: test/bench/%.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) -pthread -o $@ $< \
+		-lmosquitto -lssl -lcrypto -lpthread -lm
+
+# Unit tests link the runtime and plugin objects statically, with the broker
+# API replaced by the stubs in test/unit/stubs.c (a link seam).
+$(BUILD)/unit/%: test/unit/%.c test/unit/stubs.c $(COMMON_OBJ) $(AUTH_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -fvisibility=default -Iplugins/auth -o $@ $< \
+		test/unit/stubs.c $(COMMON_OBJ) $(AUTH_OBJ) $(LIBS_RT) \
+		$(shell pkg-config --libs check 2>/dev/null)
+
+unit: $(UNIT)
+	@bash test/run-unit.sh $(UNIT)
+
+sql-test: all
+	@bash test/sql/run.sh --standalone
+
+integration: all
+	@bash test/run-integration.sh
+
+# The README's test command: everything a fresh machine needs, then every suite.
+test: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory unit
+	@$(MAKE) --no-print-directory sql-test
+	@$(MAKE) --no-print-directory integration
+
+asan: deps
+	@$(MAKE) --no-print-directory BUILD=build-asan OPT='-O1 -g' \
+		SAN='-fsanitize=address,undefined -fno-omit-frame-pointer' all unit
+	@FG_BUILD=$(CURDIR)/build-asan FG_SANITIZE=asan \
+		bash test/run-integration.sh
+
+valgrind: deps
+	@$(MAKE) --no-print-directory all
+	@FG_VALGRIND=1 bash test/run-unit.sh $(UNIT)
+	@FG_SANITIZE=valgrind bash test/run-integration.sh
+
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@bash test/bench/run.sh
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@bash examples/demo.sh
+
+lint:
+	@bash test/lint.sh
+
+format:
+	clang-format -i $(COMMON_SRC) $(wildcard common/*.h) $(AUTH_SRC) \
+		$(wildcard plugins/*/*.h) $(TOOLS_SRC) $(BENCH_SRC) $(UNIT_SRC)
+
+format-check:
+	@clang-format --dry-run --Werror $(COMMON_SRC) $(wildcard common/*.h) \
+		$(AUTH_SRC) $(wildcard plugins/*/*.h) $(TOOLS_SRC) $(BENCH_SRC) \
+		$(UNIT_SRC) && echo "format-check: ok"
+
+clean:
+	rm -rf build build-asan

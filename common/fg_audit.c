@@ -1,0 +1,541 @@
+/*
+ * The audit writer: a bounded queue filled by the broker thread, drained
+ * by a worker thread into fleetgate.audit_events in batches of one
+ * statement each (the batch travels as one jsonb parameter).
+ */
+#include "fg_audit.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <mosquitto_broker.h>
+
+#include "fg_ident.h"
+#include "fg_log.h"
+
+#define LOG_PREFIX "fleetgate-audit:"
+#define LAST_SEEN_MAX 200000
+#define STOP_FLUSH_MS 3000
+
+struct queued_event {
+	int64_t at_ms;
+	char source[16];
+	char event[32];
+	char outcome[16];
+	char reason[48];
+	char device_id[72];
+	char client_id[260];
+	char username[260];
+	char fingerprint[72];
+	char address[72];
+};
+
+struct seen {
+	char id[72];
+	int64_t at_ms;
+};
+
+struct fg_audit {
+	struct fg_audit_settings s;
+	char *conninfo, *broker_id;
+
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int stopping;
+
+	struct queued_event **ring;
+	size_t head, count;
+	struct seen *seen;
+	size_t nseen;
+
+	uint64_t queued, written, dropped, rejected, seen_dropped;
+	uint64_t dropped_logged;
+	struct fg_throttle drop_throttle;
+
+	PGconn *conn; /* writer thread only, like the two below */
+	int db_down;
+	struct fg_throttle conn_throttle;
+};
+
+static const char INSERT_SQL[] =
+    "INSERT INTO fleetgate.audit_events (at, broker_id, source, event, "
+    "outcome, reason, device_id, client_id, username, fingerprint, "
+    "address) "
+    "SELECT to_timestamp(x.at_ms / 1000.0), $2, x.source, x.event, "
+    "x.outcome, x.reason, x.device_id, x.client_id, x.username, "
+    "x.fingerprint, x.address "
+    "FROM jsonb_to_recordset($1::jsonb) AS x(at_ms bigint, source text, "
+    "event text, outcome text, reason text, device_id text, "
+    "client_id text, username text, fingerprint text, address text)";
+
+/* Newest sighting of each device wins; two brokers may race, so the
+ * column only ever moves forward. */
+static const char SEEN_SQL[] =
+    "UPDATE fleetgate.devices d SET last_seen_at = "
+    "greatest(d.last_seen_at, s.at) "
+    "FROM (SELECT DISTINCT ON (x.id) x.id, "
+    "to_timestamp(x.at_ms / 1000.0) AS at "
+    "FROM jsonb_to_recordset($1::jsonb) AS x(id text, at_ms bigint) "
+    "ORDER BY x.id, x.at_ms DESC) s "
+    "WHERE d.id = s.id "
+    "AND (d.last_seen_at IS NULL OR d.last_seen_at < s.at)";
+
+static void copy_field(char *dst, size_t len, const char *src)
+{
+	if (src == NULL)
+		dst[0] = '\0';
+	else
+		fg_sanitize(src, dst, len);
+}
+
+int fg_audit_push(struct fg_audit *a, const struct fg_audit_event *ev)
+{
+	struct queued_event *q;
+
+	if (a == NULL)
+		return -1;
+	q = malloc(sizeof(*q));
+	pthread_mutex_lock(&a->lock);
+	if (q == NULL || a->count == (size_t)a->s.queue_size) {
+		a->dropped++;
+		pthread_mutex_unlock(&a->lock);
+		free(q);
+		return -1;
+	}
+	pthread_mutex_unlock(&a->lock);
+
+	q->at_ms = fg_time_ms();
+	copy_field(q->source, sizeof(q->source), ev->source);
+	copy_field(q->event, sizeof(q->event), ev->event);
+	copy_field(q->outcome, sizeof(q->outcome), ev->outcome);
+	copy_field(q->reason, sizeof(q->reason), ev->reason);
+	copy_field(q->device_id, sizeof(q->device_id), ev->device_id);
+	copy_field(q->client_id, sizeof(q->client_id), ev->client_id);
+	copy_field(q->username, sizeof(q->username), ev->username);
+	copy_field(q->fingerprint, sizeof(q->fingerprint), ev->fingerprint);
+	copy_field(q->address, sizeof(q->address), ev->address);
+
+	pthread_mutex_lock(&a->lock);
+	if (a->count == (size_t)a->s.queue_size) {
+		a->dropped++;
+		pthread_mutex_unlock(&a->lock);
+		free(q);
+		return -1;
+	}
+	a->ring[(a->head + a->count) % (size_t)a->s.queue_size] = q;
+	a->count++;
+	a->queued++;
+	if (a->count >= (size_t)a->s.batch_size)
+		pthread_cond_signal(&a->cond);
+	pthread_mutex_unlock(&a->lock);
+	return 0;
+}
+
+void fg_audit_seen(struct fg_audit *a, const char *device_id)
+{
+	if (a == NULL || device_id == NULL)
+		return;
+	pthread_mutex_lock(&a->lock);
+	if (a->nseen < LAST_SEEN_MAX) {
+		copy_field(a->seen[a->nseen].id, sizeof(a->seen[0].id),
+		           device_id);
+		a->seen[a->nseen].at_ms = fg_time_ms();
+		a->nseen++;
+	} else {
+		a->seen_dropped++;
+	}
+	pthread_mutex_unlock(&a->lock);
+}
+
+void fg_audit_tick(struct fg_audit *a)
+{
+	uint64_t dropped, suppressed;
+
+	if (a == NULL)
+		return;
+	pthread_mutex_lock(&a->lock);
+	dropped = a->dropped;
+	pthread_mutex_unlock(&a->lock);
+	if (dropped != a->dropped_logged &&
+	    fg_throttle_hit(&a->drop_throttle, 10000, &suppressed)) {
+		fg_log(MOSQ_LOG_ERR,
+		       LOG_PREFIX " queue full, events_dropped=%llu (total) "
+		                  "queue_size=%d: audit events are being lost",
+		       (unsigned long long)dropped, a->s.queue_size);
+		a->dropped_logged = dropped;
+	}
+}
+
+void fg_audit_stats(struct fg_audit *a, struct fg_audit_stats *out)
+{
+	pthread_mutex_lock(&a->lock);
+	out->queued = a->queued;
+	out->written = a->written;
+	out->dropped = a->dropped;
+	out->rejected = a->rejected;
+	out->pending = a->count;
+	pthread_mutex_unlock(&a->lock);
+}
+
+static void add_str(cJSON *obj, const char *key, const char *v)
+{
+	if (v[0] != '\0')
+		cJSON_AddStringToObject(obj, key, v);
+}
+
+static char *batch_json(struct queued_event *const *evs, size_t n)
+{
+	cJSON *arr = cJSON_CreateArray();
+	char *out;
+	size_t i;
+
+	for (i = 0; arr != NULL && i < n; i++) {
+		const struct queued_event *e = evs[i];
+		cJSON *o = cJSON_CreateObject();
+
+		if (o == NULL || !cJSON_AddItemToArray(arr, o)) {
+			cJSON_Delete(o);
+			cJSON_Delete(arr);
+			return NULL;
+		}
+		cJSON_AddNumberToObject(o, "at_ms", (double)e->at_ms);
+		add_str(o, "source", e->source);
+		add_str(o, "event", e->event);
+		add_str(o, "outcome", e->outcome);
+		add_str(o, "reason", e->reason);
+		add_str(o, "device_id", e->device_id);
+		add_str(o, "client_id", e->client_id);
+		add_str(o, "username", e->username);
+		add_str(o, "fingerprint", e->fingerprint);
+		add_str(o, "address", e->address);
+	}
+	out = arr ? cJSON_PrintUnformatted(arr) : NULL;
+	cJSON_Delete(arr);
+	return out;
+}
+
+static void disconnect_db(struct fg_audit *a)
+{
+	PQfinish(a->conn);
+	a->conn = NULL;
+}
+
+static int ensure_db(struct fg_audit *a)
+{
+	char err[FG_ERRLEN];
+	PGresult *r1, *r2;
+	int ok;
+
+	if (a->conn != NULL && PQstatus(a->conn) == CONNECTION_OK)
+		return 0;
+	disconnect_db(a);
+	a->conn = fg_pg_connect(&a->s.pg, err, sizeof(err));
+	if (a->conn == NULL) {
+		uint64_t suppressed;
+
+		a->db_down = 1;
+		if (fg_throttle_hit(&a->conn_throttle, 60000, &suppressed))
+			fg_log(MOSQ_LOG_WARNING,
+			       LOG_PREFIX
+			       " database unreachable, events wait "
+			       "in memory (failed_attempts=%llu): %s",
+			       (unsigned long long)suppressed + 1, err);
+		return -1;
+	}
+	r1 = PQprepare(a->conn, "fg_audit_insert", INSERT_SQL, 2, NULL);
+	r2 = PQprepare(a->conn, "fg_seen_update", SEEN_SQL, 1, NULL);
+	ok = PQresultStatus(r1) == PGRES_COMMAND_OK &&
+	     PQresultStatus(r2) == PGRES_COMMAND_OK;
+	PQclear(r1);
+	PQclear(r2);
+	if (!ok) {
+		char line[256];
+		fg_log(MOSQ_LOG_ERR,
+		       LOG_PREFIX " cannot prepare statements: %s",
+		       fg_pg_error(a->conn, line, sizeof(line)));
+		disconnect_db(a);
+		return -1;
+	}
+	if (a->db_down)
+		fg_log(MOSQ_LOG_NOTICE, LOG_PREFIX " database reachable again");
+	a->db_down = 0;
+	a->conn_throttle.last_ms = 0;
+	return 0;
+}
+
+enum write_result { WRITE_OK, WRITE_CONN_LOST, WRITE_REJECTED };
+
+static enum write_result exec_json(struct fg_audit *a, const char *stmt,
+                                   const char *json, int nparams)
+{
+	const char *params[2] = {json, a->broker_id};
+	PGresult *res;
+	enum write_result wr;
+
+	res = PQexecPrepared(a->conn, stmt, nparams, params, NULL, NULL, 0);
+	if (PQresultStatus(res) == PGRES_COMMAND_OK)
+		wr = WRITE_OK;
+	else if (PQstatus(a->conn) != CONNECTION_OK)
+		wr = WRITE_CONN_LOST;
+	else
+		wr = WRITE_REJECTED;
+	if (wr != WRITE_OK) {
+		char line[256];
+		fg_log(wr == WRITE_CONN_LOST ? MOSQ_LOG_WARNING : MOSQ_LOG_ERR,
+		       LOG_PREFIX " write failed: %s",
+		       fg_pg_error(a->conn, line, sizeof(line)));
+	}
+	PQclear(res);
+	return wr;
+}
+
+/*
+ * Write a batch. A batch the server refuses while the connection is fine
+ * is retried event by event, so that one bad row cannot hold the rest
+ * back; only the rows refused alone are lost, and each is logged.
+ */
+static enum write_result write_batch(struct fg_audit *a,
+                                     struct queued_event *const *evs, size_t n)
+{
+	enum write_result wr;
+	char *json = batch_json(evs, n);
+	size_t i;
+
+	if (json == NULL)
+		return WRITE_CONN_LOST; /* out of memory: retry later */
+	wr = exec_json(a, "fg_audit_insert", json, 2);
+	free(json);
+	if (wr != WRITE_REJECTED)
+		return wr;
+	for (i = 0; i < n; i++) {
+		json = batch_json(&evs[i], 1);
+		if (json == NULL)
+			return WRITE_CONN_LOST;
+		wr = exec_json(a, "fg_audit_insert", json, 2);
+		free(json);
+		if (wr == WRITE_CONN_LOST)
+			return wr;
+		if (wr == WRITE_REJECTED) {
+			fg_log(MOSQ_LOG_ERR,
+			       LOG_PREFIX
+			       " event refused by the database, "
+			       "lost: event=%s reason=%s client_id=%.64s",
+			       evs[i]->event, evs[i]->reason,
+			       evs[i]->client_id);
+			pthread_mutex_lock(&a->lock);
+			a->rejected++;
+			pthread_mutex_unlock(&a->lock);
+		}
+	}
+	return WRITE_OK;
+}
+
+static void flush_seen(struct fg_audit *a)
+{
+	struct seen *batch;
+	size_t n, i;
+	cJSON *arr;
+	char *json;
+
+	pthread_mutex_lock(&a->lock);
+	n = a->nseen;
+	if (n == 0) {
+		pthread_mutex_unlock(&a->lock);
+		return;
+	}
+	batch = malloc(n * sizeof(*batch));
+	if (batch == NULL) {
+		pthread_mutex_unlock(&a->lock);
+		return;
+	}
+	memcpy(batch, a->seen, n * sizeof(*batch));
+	a->nseen = 0;
+	pthread_mutex_unlock(&a->lock);
+
+	arr = cJSON_CreateArray();
+	for (i = 0; arr != NULL && i < n; i++) {
+		cJSON *o = cJSON_CreateObject();
+		if (o == NULL || !cJSON_AddItemToArray(arr, o)) {
+			cJSON_Delete(o);
+			break;
+		}
+		cJSON_AddStringToObject(o, "id", batch[i].id);
+		cJSON_AddNumberToObject(o, "at_ms", (double)batch[i].at_ms);
+	}
+	json = arr ? cJSON_PrintUnformatted(arr) : NULL;
+	cJSON_Delete(arr);
+	free(batch);
+	/* Last-seen is a convenience, not a record: a failed update is
+	 * logged and superseded by the next one. */
+	if (json != NULL && ensure_db(a) == 0)
+		exec_json(a, "fg_seen_update", json, 1);
+	free(json);
+}
+
+/* Sleep up to ms, waking early on stop. Called with the lock held. */
+static void wait_locked(struct fg_audit *a, int ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(&a->cond, &a->lock, &ts);
+}
+
+static void *writer_main(void *arg)
+{
+	struct fg_audit *a = arg;
+	struct queued_event **batch;
+	struct fg_backoff backoff;
+	int64_t next_seen = fg_mono_ms() + a->s.last_seen_interval_s * 1000;
+	int64_t stop_deadline = 0;
+	size_t n = 0, i;
+
+	batch = calloc((size_t)a->s.batch_size, sizeof(*batch));
+	fg_backoff_reset(&backoff, a->s.retry_max_ms);
+	pthread_mutex_lock(&a->lock);
+	for (;;) {
+		if (a->stopping && stop_deadline == 0)
+			stop_deadline = fg_mono_ms() + STOP_FLUSH_MS;
+		if (a->stopping &&
+		    ((a->count == 0 && n == 0) || fg_mono_ms() > stop_deadline))
+			break;
+		if (n == 0 && a->count < (size_t)a->s.batch_size &&
+		    !a->stopping)
+			wait_locked(a, a->s.flush_ms);
+		while (batch != NULL && n < (size_t)a->s.batch_size &&
+		       a->count > 0) {
+			batch[n++] = a->ring[a->head];
+			a->head = (a->head + 1) % (size_t)a->s.queue_size;
+			a->count--;
+		}
+		pthread_mutex_unlock(&a->lock);
+
+		if (n > 0) {
+			enum write_result wr = WRITE_CONN_LOST;
+
+			if (ensure_db(a) == 0)
+				wr = write_batch(a, batch, n);
+			if (wr == WRITE_OK) {
+				for (i = 0; i < n; i++)
+					free(batch[i]);
+				pthread_mutex_lock(&a->lock);
+				a->written += n;
+				pthread_mutex_unlock(&a->lock);
+				n = 0;
+				fg_backoff_reset(&backoff, a->s.retry_max_ms);
+			} else {
+				/* Keep the batch and try again later. */
+				disconnect_db(a);
+				pthread_mutex_lock(&a->lock);
+				wait_locked(a, a->stopping
+				                   ? 200
+				                   : fg_backoff_next(&backoff));
+				continue;
+			}
+		}
+		if (fg_mono_ms() >= next_seen || a->stopping) {
+			flush_seen(a);
+			next_seen =
+			    fg_mono_ms() + a->s.last_seen_interval_s * 1000;
+		}
+		pthread_mutex_lock(&a->lock);
+	}
+	/* Stopping with events still unwritten: count them as lost. */
+	a->dropped += n + a->count;
+	pthread_mutex_unlock(&a->lock);
+	for (i = 0; i < n; i++)
+		free(batch[i]);
+	free(batch);
+	disconnect_db(a);
+	return NULL;
+}
+
+struct fg_audit *fg_audit_start(const struct fg_audit_settings *s, char *err,
+                                size_t errlen)
+{
+	struct fg_audit *a = calloc(1, sizeof(*a));
+	pthread_condattr_t ca;
+
+	if (a == NULL)
+		goto oom;
+	a->s = *s;
+	a->conninfo = strdup(s->pg.conninfo ? s->pg.conninfo : "");
+	a->broker_id = strdup(s->broker_id);
+	a->ring = calloc((size_t)s->queue_size, sizeof(*a->ring));
+	a->seen = calloc(LAST_SEEN_MAX, sizeof(*a->seen));
+	if (a->conninfo == NULL || a->broker_id == NULL || a->ring == NULL ||
+	    a->seen == NULL)
+		goto oom;
+	a->s.pg.conninfo = a->conninfo;
+	a->s.broker_id = a->broker_id;
+	pthread_mutex_init(&a->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&a->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	if (pthread_create(&a->thread, NULL, writer_main, a) != 0) {
+		fg_seterr(err, errlen, "cannot start audit thread: %s",
+		          strerror(errno));
+		pthread_mutex_destroy(&a->lock);
+		pthread_cond_destroy(&a->cond);
+		goto fail;
+	}
+	return a;
+oom:
+	fg_seterr(err, errlen, "out of memory");
+fail:
+	if (a != NULL) {
+		free(a->conninfo);
+		free(a->broker_id);
+		free(a->ring);
+		free(a->seen);
+		free(a);
+	}
+	return NULL;
+}
+
+void fg_audit_stop(struct fg_audit *a)
+{
+	size_t i;
+
+	if (a == NULL)
+		return;
+	pthread_mutex_lock(&a->lock);
+	a->stopping = 1;
+	pthread_cond_signal(&a->cond);
+	pthread_mutex_unlock(&a->lock);
+	pthread_join(a->thread, NULL);
+
+	for (i = 0; i < a->count; i++)
+		free(a->ring[(a->head + i) % (size_t)a->s.queue_size]);
+	if (a->dropped > 0 || a->rejected > 0)
+		fg_log(MOSQ_LOG_ERR,
+		       LOG_PREFIX " stopped with events_lost=%llu "
+		                  "events_refused=%llu events_written=%llu",
+		       (unsigned long long)a->dropped,
+		       (unsigned long long)a->rejected,
+		       (unsigned long long)a->written);
+	else
+		fg_log(MOSQ_LOG_INFO,
+		       LOG_PREFIX " stopped, events_written=%llu",
+		       (unsigned long long)a->written);
+	pthread_mutex_destroy(&a->lock);
+	pthread_cond_destroy(&a->cond);
+	free(a->ring);
+	free(a->seen);
+	free(a->conninfo);
+	free(a->broker_id);
+	memset(a, 0, sizeof(*a));
+	free(a);
+}

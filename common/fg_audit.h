@@ -1,0 +1,66 @@
+/*
+ * Audit events and last-seen updates, written to PostgreSQL by a worker
+ * thread in batches.
+ *
+ * The broker thread only appends to a bounded in-memory queue. While
+ * PostgreSQL is unreachable the writer keeps its batch and retries with
+ * backoff; events that do not fit in the queue are counted, and the count
+ * is logged, so no event disappears without a trace.
+ */
+#ifndef FG_AUDIT_H
+#define FG_AUDIT_H
+
+#include "fg_common.h"
+#include "fg_pg.h"
+
+/* One event; every string may be NULL. Strings are copied (sanitised and
+ * bounded) when the event is queued. */
+struct fg_audit_event {
+	const char *source;  /* "auth", ... */
+	const char *event;   /* "connect", "kick", ... */
+	const char *outcome; /* "accepted", "refused", "kicked" */
+	const char *reason;
+	const char *device_id;
+	const char *client_id;
+	const char *username;
+	const char *fingerprint;
+	const char *address;
+};
+
+struct fg_audit_settings {
+	struct fg_pg_settings pg;
+	const char *broker_id;
+	int queue_size;
+	int batch_size;
+	int flush_ms;
+	int last_seen_interval_s;
+	int retry_max_ms;
+};
+
+struct fg_audit;
+
+/* Start the writer thread. Returns NULL with err set on failure. */
+struct fg_audit *fg_audit_start(const struct fg_audit_settings *s, char *err,
+                                size_t errlen);
+
+/* Stop the writer, giving it up to a few seconds to flush what is queued;
+ * what cannot be written is counted in the final log line. */
+void fg_audit_stop(struct fg_audit *a);
+
+/* Queue an event (any thread). Returns 0, or -1 when it was dropped
+ * because the queue is full (it is counted). */
+int fg_audit_push(struct fg_audit *a, const struct fg_audit_event *ev);
+
+/* Note that a device was seen now; flushed every last_seen_interval_s. */
+void fg_audit_seen(struct fg_audit *a, const char *device_id);
+
+/* Broker thread, on TICK: log overflow counts (throttled). */
+void fg_audit_tick(struct fg_audit *a);
+
+struct fg_audit_stats {
+	uint64_t queued, written, dropped, rejected;
+	size_t pending;
+};
+void fg_audit_stats(struct fg_audit *a, struct fg_audit_stats *out);
+
+#endif

@@ -1,0 +1,35 @@
+/*
+ * Definitions shared by every fleetgate source file: symbol visibility,
+ * printf-format checking and small time helpers.
+ */
+#ifndef FG_COMMON_H
+#define FG_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Everything is built with -fvisibility=hidden; the runtime library marks
+ * the functions the plugins call with FG_API, and the plugins mark their
+ * three entry points with FG_PLUGIN_ENTRY. */
+#define FG_API __attribute__((visibility("default")))
+#define FG_PLUGIN_ENTRY __attribute__((visibility("default")))
+
+#define FG_PRINTF(fmt, args) __attribute__((format(printf, fmt, args)))
+
+/* Error message buffers handed down to helpers are this large. */
+#define FG_ERRLEN 256
+
+/* Wall-clock time in seconds and milliseconds since the epoch. */
+FG_API int64_t fg_time_s(void);
+FG_API int64_t fg_time_ms(void);
+/* Monotonic time in milliseconds, for intervals and timeouts. */
+FG_API int64_t fg_mono_ms(void);
+
+/* snprintf into err (if not NULL), always NUL-terminated. */
+FG_API void fg_seterr(char *err, size_t errlen, const char *fmt, ...)
+    FG_PRINTF(3, 4);
+
+/* 64-bit FNV-1a hash of a string, for hash tables and change detection. */
+FG_API uint64_t fg_hash_str(const char *s);
+
+#endif

@@ -1,0 +1,402 @@
+/*
+ * The in-memory registry: growable row arrays with open-addressing hash
+ * indices built once at finalise.
+ */
+#include "fg_registry.h"
+#include "fg_registry_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define EMPTY_SLOT UINT32_MAX
+
+struct index {
+	uint32_t *slots;
+	size_t mask; /* capacity - 1; capacity is a power of two */
+};
+
+struct fg_registry {
+	struct fg_device *devices;
+	size_t ndevices, cap_devices;
+	struct fg_cert *certs;
+	size_t ncerts, cap_certs;
+	struct fg_account *accounts;
+	size_t naccounts, cap_accounts;
+
+	struct index by_device, by_cert, by_account;
+	bool finalised;
+
+	enum fg_registry_origin origin;
+	int schema_version;
+	int64_t loaded_at;
+};
+
+static char *dup_or_null(const char *s, bool *failed)
+{
+	char *d;
+
+	if (s == NULL)
+		return NULL;
+	d = strdup(s);
+	if (d == NULL)
+		*failed = true;
+	return d;
+}
+
+/* Make room for one more element of size sz in *arr; 0 or -1. */
+static int grow(void **arr, size_t *cap, size_t n, size_t sz)
+{
+	void *p;
+	size_t ncap;
+
+	if (n < *cap)
+		return 0;
+	ncap = *cap ? *cap * 2 : 64;
+	p = realloc(*arr, ncap * sz);
+	if (p == NULL)
+		return -1;
+	*arr = p;
+	*cap = ncap;
+	return 0;
+}
+
+struct fg_registry *fg_registry_new(void)
+{
+	return calloc(1, sizeof(struct fg_registry));
+}
+
+void fg_registry_free(struct fg_registry *reg)
+{
+	size_t i;
+
+	if (reg == NULL)
+		return;
+	for (i = 0; i < reg->ndevices; i++) {
+		free(reg->devices[i].id);
+		free(reg->devices[i].municipality);
+		free(reg->devices[i].api_key_hash);
+	}
+	for (i = 0; i < reg->ncerts; i++)
+		free(reg->certs[i].device_id);
+	for (i = 0; i < reg->naccounts; i++) {
+		free(reg->accounts[i].username);
+		if (reg->accounts[i].password_hash != NULL)
+			memset(reg->accounts[i].password_hash, 0,
+			       strlen(reg->accounts[i].password_hash));
+		free(reg->accounts[i].password_hash);
+		free(reg->accounts[i].role);
+		free(reg->accounts[i].municipality);
+	}
+	free(reg->devices);
+	free(reg->certs);
+	free(reg->accounts);
+	free(reg->by_device.slots);
+	free(reg->by_cert.slots);
+	free(reg->by_account.slots);
+	free(reg);
+}
+
+int fg_registry_add_device(struct fg_registry *reg, const char *id,
+                           const char *municipality,
+                           enum fg_device_status status, bool require_api_key,
+                           const char *api_key_hash)
+{
+	struct fg_device *d;
+	bool failed = false;
+
+	if (reg->finalised || id == NULL || municipality == NULL ||
+	    grow((void **)&reg->devices, &reg->cap_devices, reg->ndevices,
+	         sizeof(*d)) != 0)
+		return -1;
+	d = &reg->devices[reg->ndevices];
+	d->id = dup_or_null(id, &failed);
+	d->municipality = dup_or_null(municipality, &failed);
+	d->api_key_hash = dup_or_null(api_key_hash, &failed);
+	d->status = status;
+	d->require_api_key = require_api_key;
+	if (failed) {
+		free(d->id);
+		free(d->municipality);
+		free(d->api_key_hash);
+		return -1;
+	}
+	reg->ndevices++;
+	return 0;
+}
+
+int fg_registry_add_cert(struct fg_registry *reg, const fg_fingerprint *fp,
+                         const char *device_id, int64_t not_before,
+                         int64_t not_after, int64_t revoked_at)
+{
+	struct fg_cert *c;
+
+	if (reg->finalised || device_id == NULL ||
+	    grow((void **)&reg->certs, &reg->cap_certs, reg->ncerts,
+	         sizeof(*c)) != 0)
+		return -1;
+	c = &reg->certs[reg->ncerts];
+	c->device_id = strdup(device_id);
+	if (c->device_id == NULL)
+		return -1;
+	c->fp = *fp;
+	c->device = NULL;
+	c->not_before = not_before;
+	c->not_after = not_after;
+	c->revoked_at = revoked_at;
+	reg->ncerts++;
+	return 0;
+}
+
+int fg_registry_add_account(struct fg_registry *reg, const char *username,
+                            const char *password_hash, const char *role,
+                            const char *municipality, bool cross_municipality,
+                            bool disabled)
+{
+	struct fg_account *a;
+	bool failed = false;
+
+	if (reg->finalised || username == NULL || password_hash == NULL ||
+	    role == NULL ||
+	    grow((void **)&reg->accounts, &reg->cap_accounts, reg->naccounts,
+	         sizeof(*a)) != 0)
+		return -1;
+	a = &reg->accounts[reg->naccounts];
+	a->username = dup_or_null(username, &failed);
+	a->password_hash = dup_or_null(password_hash, &failed);
+	a->role = dup_or_null(role, &failed);
+	a->municipality = dup_or_null(municipality, &failed);
+	a->cross_municipality = cross_municipality;
+	a->disabled = disabled;
+	if (failed) {
+		free(a->username);
+		free(a->password_hash);
+		free(a->role);
+		free(a->municipality);
+		return -1;
+	}
+	reg->naccounts++;
+	return 0;
+}
+
+static int index_init(struct index *ix, size_t n)
+{
+	size_t cap = 16, i;
+
+	while (cap < n * 2)
+		cap *= 2;
+	ix->slots = malloc(cap * sizeof(*ix->slots));
+	if (ix->slots == NULL)
+		return -1;
+	for (i = 0; i < cap; i++)
+		ix->slots[i] = EMPTY_SLOT;
+	ix->mask = cap - 1;
+	return 0;
+}
+
+/* Key of row i of a table, for the index helpers. */
+typedef const char *(*key_fn)(const struct fg_registry *reg, uint32_t i);
+
+static const char *device_key(const struct fg_registry *reg, uint32_t i)
+{
+	return reg->devices[i].id;
+}
+
+static const char *cert_key(const struct fg_registry *reg, uint32_t i)
+{
+	return reg->certs[i].fp.hex;
+}
+
+static const char *account_key(const struct fg_registry *reg, uint32_t i)
+{
+	return reg->accounts[i].username;
+}
+
+static uint32_t index_find(const struct fg_registry *reg,
+                           const struct index *ix, key_fn key,
+                           const char *wanted)
+{
+	size_t pos;
+
+	if (ix->slots == NULL)
+		return EMPTY_SLOT;
+	pos = (size_t)fg_hash_str(wanted) & ix->mask;
+	while (ix->slots[pos] != EMPTY_SLOT) {
+		if (strcmp(key(reg, ix->slots[pos]), wanted) == 0)
+			return ix->slots[pos];
+		pos = (pos + 1) & ix->mask;
+	}
+	return EMPTY_SLOT;
+}
+
+/* Insert row i; -1 if its key is already present. */
+static int index_insert(const struct fg_registry *reg, struct index *ix,
+                        key_fn key, uint32_t i)
+{
+	const char *k = key(reg, i);
+	size_t pos = (size_t)fg_hash_str(k) & ix->mask;
+
+	while (ix->slots[pos] != EMPTY_SLOT) {
+		if (strcmp(key(reg, ix->slots[pos]), k) == 0)
+			return -1;
+		pos = (pos + 1) & ix->mask;
+	}
+	ix->slots[pos] = i;
+	return 0;
+}
+
+int fg_registry_finalise(struct fg_registry *reg, char *err, size_t errlen)
+{
+	uint32_t i;
+
+	if (reg->finalised)
+		return 0;
+	if (index_init(&reg->by_device, reg->ndevices) != 0 ||
+	    index_init(&reg->by_cert, reg->ncerts) != 0 ||
+	    index_init(&reg->by_account, reg->naccounts) != 0) {
+		fg_seterr(err, errlen, "out of memory");
+		return -1;
+	}
+	for (i = 0; i < reg->ndevices; i++) {
+		if (index_insert(reg, &reg->by_device, device_key, i) != 0) {
+			fg_seterr(err, errlen, "duplicate device id=%.64s",
+			          reg->devices[i].id);
+			return -1;
+		}
+	}
+	for (i = 0; i < reg->naccounts; i++) {
+		if (index_insert(reg, &reg->by_account, account_key, i) != 0) {
+			fg_seterr(err, errlen,
+			          "duplicate account username=%.64s",
+			          reg->accounts[i].username);
+			return -1;
+		}
+	}
+	for (i = 0; i < reg->ncerts; i++) {
+		struct fg_cert *c = &reg->certs[i];
+		uint32_t d =
+		    index_find(reg, &reg->by_device, device_key, c->device_id);
+
+		if (d == EMPTY_SLOT) {
+			fg_seterr(err, errlen,
+			          "certificate fingerprint=%s names unknown "
+			          "device id=%.64s",
+			          c->fp.hex, c->device_id);
+			return -1;
+		}
+		c->device = &reg->devices[d];
+		if (index_insert(reg, &reg->by_cert, cert_key, i) != 0) {
+			fg_seterr(err, errlen,
+			          "duplicate certificate fingerprint=%s",
+			          c->fp.hex);
+			return -1;
+		}
+	}
+	reg->finalised = true;
+	return 0;
+}
+
+const struct fg_cert *fg_registry_cert(const struct fg_registry *reg,
+                                       const fg_fingerprint *fp)
+{
+	uint32_t i = index_find(reg, &reg->by_cert, cert_key, fp->hex);
+
+	return i == EMPTY_SLOT ? NULL : &reg->certs[i];
+}
+
+const struct fg_device *fg_registry_device(const struct fg_registry *reg,
+                                           const char *id)
+{
+	uint32_t i = index_find(reg, &reg->by_device, device_key, id);
+
+	return i == EMPTY_SLOT ? NULL : &reg->devices[i];
+}
+
+const struct fg_account *fg_registry_account(const struct fg_registry *reg,
+                                             const char *username)
+{
+	uint32_t i = index_find(reg, &reg->by_account, account_key, username);
+
+	return i == EMPTY_SLOT ? NULL : &reg->accounts[i];
+}
+
+size_t fg_registry_device_count(const struct fg_registry *reg)
+{
+	return reg->ndevices;
+}
+
+size_t fg_registry_cert_count(const struct fg_registry *reg)
+{
+	return reg->ncerts;
+}
+
+size_t fg_registry_account_count(const struct fg_registry *reg)
+{
+	return reg->naccounts;
+}
+
+void fg_registry_set_meta(struct fg_registry *reg,
+                          enum fg_registry_origin origin, int schema_version,
+                          int64_t loaded_at)
+{
+	reg->origin = origin;
+	reg->schema_version = schema_version;
+	reg->loaded_at = loaded_at;
+}
+
+enum fg_registry_origin fg_registry_origin(const struct fg_registry *reg)
+{
+	return reg->origin;
+}
+
+int64_t fg_registry_loaded_at(const struct fg_registry *reg)
+{
+	return reg->loaded_at;
+}
+
+int fg_registry_schema_version(const struct fg_registry *reg)
+{
+	return reg->schema_version;
+}
+
+const char *fg_device_status_str(enum fg_device_status s)
+{
+	switch (s) {
+	case FG_DEVICE_ACTIVE:
+		return "active";
+	case FG_DEVICE_SUSPENDED:
+		return "suspended";
+	case FG_DEVICE_DECOMMISSIONED:
+		return "decommissioned";
+	}
+	return "unknown";
+}
+
+int fg_device_status_parse(const char *s, enum fg_device_status *out)
+{
+	if (s == NULL)
+		return -1;
+	if (strcmp(s, "active") == 0)
+		*out = FG_DEVICE_ACTIVE;
+	else if (strcmp(s, "suspended") == 0)
+		*out = FG_DEVICE_SUSPENDED;
+	else if (strcmp(s, "decommissioned") == 0)
+		*out = FG_DEVICE_DECOMMISSIONED;
+	else
+		return -1;
+	return 0;
+}
+
+const struct fg_device *fg_registry__devices(const struct fg_registry *reg)
+{
+	return reg->devices;
+}
+
+const struct fg_cert *fg_registry__certs(const struct fg_registry *reg)
+{
+	return reg->certs;
+}
+
+const struct fg_account *fg_registry__accounts(const struct fg_registry *reg)
+{
+	return reg->accounts;
+}

@@ -1,0 +1,124 @@
+/*
+ * The device registry as held in memory: devices, their certificates and
+ * the non-device accounts, indexed for lookups on the broker thread.
+ *
+ * A registry is built once (by the loader thread from PostgreSQL, or from
+ * the snapshot file), finalised, and from then on only read. A newer
+ * registry replaces it as a whole on the broker thread, so readers need
+ * no locks.
+ */
+#ifndef FG_REGISTRY_H
+#define FG_REGISTRY_H
+
+#include <stdbool.h>
+
+#include "fg_common.h"
+#include "fg_ident.h"
+
+enum fg_device_status {
+	FG_DEVICE_ACTIVE = 0,
+	FG_DEVICE_SUSPENDED,
+	FG_DEVICE_DECOMMISSIONED,
+};
+
+struct fg_device {
+	char *id;
+	char *municipality;
+	enum fg_device_status status;
+	bool require_api_key;
+	char *api_key_hash; /* NULL when the device has no key */
+};
+
+struct fg_cert {
+	fg_fingerprint fp;
+	char *device_id;
+	const struct fg_device *device; /* resolved by finalise */
+	int64_t not_before, not_after;  /* epoch seconds */
+	int64_t revoked_at;             /* epoch seconds, 0 when not revoked */
+};
+
+struct fg_account {
+	char *username;
+	char *password_hash;
+	char *role;
+	char *municipality; /* NULL for accounts of no municipality */
+	bool cross_municipality;
+	bool disabled;
+};
+
+enum fg_registry_origin {
+	FG_REGISTRY_FROM_DATABASE = 0,
+	FG_REGISTRY_FROM_SNAPSHOT,
+};
+
+struct fg_registry;
+
+/* A new, empty registry, or NULL when out of memory. */
+FG_API struct fg_registry *fg_registry_new(void);
+FG_API void fg_registry_free(struct fg_registry *reg);
+
+/*
+ * Add rows. Strings are copied; NULL is allowed where the field may be
+ * NULL. Returns 0 on success, -1 when out of memory or after finalise.
+ */
+FG_API int fg_registry_add_device(struct fg_registry *reg, const char *id,
+                                  const char *municipality,
+                                  enum fg_device_status status,
+                                  bool require_api_key,
+                                  const char *api_key_hash);
+FG_API int fg_registry_add_cert(struct fg_registry *reg,
+                                const fg_fingerprint *fp, const char *device_id,
+                                int64_t not_before, int64_t not_after,
+                                int64_t revoked_at);
+FG_API int fg_registry_add_account(struct fg_registry *reg,
+                                   const char *username,
+                                   const char *password_hash, const char *role,
+                                   const char *municipality,
+                                   bool cross_municipality, bool disabled);
+
+/*
+ * Build the indices and link certificates to devices. Fails (returns -1
+ * with a message in err) on duplicate keys or a certificate of an unknown
+ * device; the registry must then be freed.
+ */
+FG_API int fg_registry_finalise(struct fg_registry *reg, char *err,
+                                size_t errlen);
+
+/* Lookups; NULL when absent. Only valid on a finalised registry. */
+FG_API const struct fg_cert *fg_registry_cert(const struct fg_registry *reg,
+                                              const fg_fingerprint *fp);
+FG_API const struct fg_device *fg_registry_device(const struct fg_registry *reg,
+                                                  const char *id);
+FG_API const struct fg_account *
+fg_registry_account(const struct fg_registry *reg, const char *username);
+
+FG_API size_t fg_registry_device_count(const struct fg_registry *reg);
+FG_API size_t fg_registry_cert_count(const struct fg_registry *reg);
+FG_API size_t fg_registry_account_count(const struct fg_registry *reg);
+
+/* Where the registry came from, the schema version it was read at, and
+ * when (epoch seconds) it was read from the database. */
+FG_API void fg_registry_set_meta(struct fg_registry *reg,
+                                 enum fg_registry_origin origin,
+                                 int schema_version, int64_t loaded_at);
+FG_API enum fg_registry_origin
+fg_registry_origin(const struct fg_registry *reg);
+FG_API int64_t fg_registry_loaded_at(const struct fg_registry *reg);
+FG_API int fg_registry_schema_version(const struct fg_registry *reg);
+
+/* A short name for a device status, as the SQL schema spells it, and the
+ * reverse (returns -1 on an unknown name). */
+FG_API const char *fg_device_status_str(enum fg_device_status s);
+FG_API int fg_device_status_parse(const char *s, enum fg_device_status *out);
+
+/*
+ * Snapshot file: the registry written to disk (mode 0600: it holds
+ * password hashes), atomically replaced, with a checksum so a torn or
+ * edited file is refused. Both return 0 on success, -1 with err set.
+ */
+FG_API int fg_registry_save(const struct fg_registry *reg, const char *path,
+                            char *err, size_t errlen);
+FG_API struct fg_registry *fg_registry_load(const char *path, char *err,
+                                            size_t errlen);
+
+#endif

@@ -1,0 +1,340 @@
+/*
+ * The process-wide runtime: wiring of the loader, the audit writer and
+ * the registry that the plugins read.
+ */
+#include "fg_runtime.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <mosquitto_broker.h>
+
+#include "fg_log.h"
+#include "fg_sync.h"
+
+#define LOG_PREFIX "fleetgate:"
+
+struct fg_runtime {
+	int refs;
+	struct fg_runtime_config cfg; /* effective values */
+	struct fg_sync *sync;
+	struct fg_audit *audit;
+	struct fg_registry *registry;
+	uint64_t generation;
+};
+
+static pthread_mutex_t runtime_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct fg_runtime *runtime;
+
+#define CFG_OFF(f) offsetof(struct fg_runtime_config, f)
+
+static const struct fg_opt_spec runtime_specs[] = {
+    {"db", FG_OPT_STRING, CFG_OFF(db), 0, 0, NULL},
+    {"snapshot_file", FG_OPT_STRING, CFG_OFF(snapshot_file), 0, 0, NULL},
+    {"broker_id", FG_OPT_STRING, CFG_OFF(broker_id), 0, 0, NULL},
+    {"statement_timeout_ms", FG_OPT_INT, CFG_OFF(statement_timeout_ms), 100,
+     600000, NULL},
+    {"connect_timeout_s", FG_OPT_INT, CFG_OFF(connect_timeout_s), 1, 600, NULL},
+    {"retry_max_ms", FG_OPT_INT, CFG_OFF(retry_max_ms), 100, 600000, NULL},
+    {"audit_queue_size", FG_OPT_INT, CFG_OFF(audit_queue_size), 16, 10000000,
+     NULL},
+    {"audit_batch_size", FG_OPT_INT, CFG_OFF(audit_batch_size), 1, 10000, NULL},
+    {"audit_flush_ms", FG_OPT_INT, CFG_OFF(audit_flush_ms), 10, 60000, NULL},
+    {"last_seen_interval_s", FG_OPT_INT, CFG_OFF(last_seen_interval_s), 1,
+     86400, NULL},
+    {"registry_reload_s", FG_OPT_INT, CFG_OFF(registry_reload_s), 5, 86400,
+     NULL},
+};
+#define NSPECS (sizeof(runtime_specs) / sizeof(runtime_specs[0]))
+
+void fg_runtime_config_init(struct fg_runtime_config *cfg)
+{
+	size_t i;
+
+	memset(cfg, 0, sizeof(*cfg));
+	for (i = 0; i < NSPECS; i++) {
+		if (runtime_specs[i].type == FG_OPT_INT)
+			*(int *)(void *)((char *)cfg +
+			                 runtime_specs[i].offset) = -1;
+	}
+}
+
+struct fg_opt_table fg_runtime_opt_table(struct fg_runtime_config *cfg)
+{
+	struct fg_opt_table t = {runtime_specs, NSPECS, cfg};
+
+	return t;
+}
+
+void fg_runtime_config_free(struct fg_runtime_config *cfg)
+{
+	struct fg_opt_table t = fg_runtime_opt_table(cfg);
+
+	fg_opts_free(&t);
+}
+
+static int set_default_str(char **field, const char *v)
+{
+	if (*field != NULL)
+		return 0;
+	*field = strdup(v);
+	return *field ? 0 : -1;
+}
+
+static void set_default_int(int *field, int v)
+{
+	if (*field < 0)
+		*field = v;
+}
+
+/* Copy cfg into out, filling what was not given with defaults. */
+static int effective_config(const struct fg_runtime_config *cfg,
+                            struct fg_runtime_config *out)
+{
+	char host[256];
+	size_t i;
+
+	*out = *cfg;
+	out->db = NULL;
+	out->snapshot_file = NULL;
+	out->broker_id = NULL;
+	for (i = 0; i < NSPECS; i++) {
+		if (runtime_specs[i].type != FG_OPT_STRING)
+			continue;
+		const char *src =
+		    *(char *const *)(const void *)((const char *)cfg +
+		                                   runtime_specs[i].offset);
+		char **dst =
+		    (char **)(void *)((char *)out + runtime_specs[i].offset);
+		if (src != NULL && (*dst = strdup(src)) == NULL)
+			return -1;
+	}
+	if (gethostname(host, sizeof(host)) != 0)
+		snprintf(host, sizeof(host), "broker");
+	host[sizeof(host) - 1] = '\0';
+	if (set_default_str(&out->db, "") != 0 ||
+	    set_default_str(&out->broker_id, host) != 0)
+		return -1;
+	set_default_int(&out->statement_timeout_ms, 5000);
+	set_default_int(&out->connect_timeout_s, 5);
+	set_default_int(&out->retry_max_ms, 5000);
+	set_default_int(&out->audit_queue_size, 65536);
+	set_default_int(&out->audit_batch_size, 500);
+	set_default_int(&out->audit_flush_ms, 200);
+	set_default_int(&out->last_seen_interval_s, 30);
+	set_default_int(&out->registry_reload_s, 300);
+	return 0;
+}
+
+/* An option given to a later plugin must match the runtime's value. */
+static int check_same(const struct fg_runtime_config *given,
+                      const struct fg_runtime_config *eff, char *err,
+                      size_t errlen)
+{
+	size_t i;
+
+	for (i = 0; i < NSPECS; i++) {
+		const char *g = (const char *)given + runtime_specs[i].offset;
+		const char *e = (const char *)eff + runtime_specs[i].offset;
+		int differs;
+
+		if (runtime_specs[i].type == FG_OPT_STRING) {
+			const char *gs = *(char *const *)(const void *)g;
+			const char *es = *(char *const *)(const void *)e;
+			differs = gs != NULL && strcmp(gs, es) != 0;
+		} else {
+			int gi = *(const int *)(const void *)g;
+			differs =
+			    gi >= 0 && gi != *(const int *)(const void *)e;
+		}
+		if (differs) {
+			fg_seterr(err, errlen,
+			          "plugin_opt_%s: differs from the value an "
+			          "earlier fleetgate plugin in this broker "
+			          "gave; give runtime options once",
+			          runtime_specs[i].key);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static void load_snapshot(struct fg_runtime *rt)
+{
+	char err[FG_ERRLEN];
+	const char *path = rt->cfg.snapshot_file;
+
+	if (path == NULL) {
+		fg_log(MOSQ_LOG_WARNING, LOG_PREFIX
+		       " no plugin_opt_snapshot_file: if the "
+		       "database is unreachable at start, nobody is admitted");
+		return;
+	}
+	if (access(path, F_OK) != 0 && errno == ENOENT) {
+		fg_log(MOSQ_LOG_NOTICE,
+		       LOG_PREFIX
+		       " no registry snapshot at %s yet: nobody is "
+		       "admitted until the registry is read from the database",
+		       path);
+		return;
+	}
+	rt->registry = fg_registry_load(path, err, sizeof(err));
+	if (rt->registry == NULL) {
+		fg_log(MOSQ_LOG_ERR,
+		       LOG_PREFIX
+		       " registry snapshot refused: %s; nobody is "
+		       "admitted until the registry is read from the database",
+		       err);
+		return;
+	}
+	rt->generation++;
+	fg_log(MOSQ_LOG_NOTICE,
+	       LOG_PREFIX
+	       " using registry snapshot file=%s devices=%zu "
+	       "certificates=%zu accounts=%zu read_from_database_at=%lld "
+	       "until the database answers",
+	       path, fg_registry_device_count(rt->registry),
+	       fg_registry_cert_count(rt->registry),
+	       fg_registry_account_count(rt->registry),
+	       (long long)fg_registry_loaded_at(rt->registry));
+}
+
+static struct fg_runtime *runtime_start(const struct fg_runtime_config *cfg,
+                                        char *err, size_t errlen)
+{
+	struct fg_runtime *rt = calloc(1, sizeof(*rt));
+	struct fg_sync_settings ss;
+	struct fg_audit_settings as;
+
+	if (rt == NULL || effective_config(cfg, &rt->cfg) != 0) {
+		fg_seterr(err, errlen, "out of memory");
+		goto fail;
+	}
+	load_snapshot(rt);
+
+	memset(&ss, 0, sizeof(ss));
+	ss.pg.conninfo = rt->cfg.db;
+	ss.pg.application_name = "fleetgate-registry";
+	ss.pg.connect_timeout_s = rt->cfg.connect_timeout_s;
+	ss.pg.statement_timeout_ms = rt->cfg.statement_timeout_ms;
+	ss.snapshot_file = rt->cfg.snapshot_file;
+	ss.retry_max_ms = rt->cfg.retry_max_ms;
+	ss.full_reload_s = rt->cfg.registry_reload_s;
+	rt->sync = fg_sync_start(&ss, err, errlen);
+	if (rt->sync == NULL)
+		goto fail;
+
+	memset(&as, 0, sizeof(as));
+	as.pg = ss.pg;
+	as.pg.application_name = "fleetgate-audit";
+	as.broker_id = rt->cfg.broker_id;
+	as.queue_size = rt->cfg.audit_queue_size;
+	as.batch_size = rt->cfg.audit_batch_size;
+	as.flush_ms = rt->cfg.audit_flush_ms;
+	as.last_seen_interval_s = rt->cfg.last_seen_interval_s;
+	as.retry_max_ms = rt->cfg.retry_max_ms;
+	rt->audit = fg_audit_start(&as, err, errlen);
+	if (rt->audit == NULL)
+		goto fail;
+	rt->refs = 1;
+	return rt;
+fail:
+	if (rt != NULL) {
+		fg_sync_stop(rt->sync);
+		fg_registry_free(rt->registry);
+		fg_runtime_config_free(&rt->cfg);
+		free(rt);
+	}
+	return NULL;
+}
+
+struct fg_runtime *fg_runtime_acquire(const struct fg_runtime_config *cfg,
+                                      char *err, size_t errlen)
+{
+	struct fg_runtime *rt = NULL;
+
+	pthread_mutex_lock(&runtime_lock);
+	fg_log_init();
+	if (runtime == NULL) {
+		runtime = runtime_start(cfg, err, errlen);
+		rt = runtime;
+	} else if (check_same(cfg, &runtime->cfg, err, errlen) == 0) {
+		runtime->refs++;
+		rt = runtime;
+	}
+	pthread_mutex_unlock(&runtime_lock);
+	return rt;
+}
+
+void fg_runtime_release(struct fg_runtime *rt)
+{
+	if (rt == NULL)
+		return;
+	pthread_mutex_lock(&runtime_lock);
+	if (--rt->refs == 0) {
+		fg_sync_stop(rt->sync);
+		fg_audit_stop(rt->audit);
+		fg_log_drain();
+		fg_registry_free(rt->registry);
+		fg_runtime_config_free(&rt->cfg);
+		free(rt);
+		runtime = NULL;
+	}
+	pthread_mutex_unlock(&runtime_lock);
+}
+
+void fg_runtime_tick(struct fg_runtime *rt)
+{
+	struct fg_registry *fresh;
+
+	fg_log_drain();
+	fresh = fg_sync_take(rt->sync);
+	if (fresh != NULL) {
+		int first =
+		    rt->registry == NULL || fg_registry_origin(rt->registry) !=
+		                                FG_REGISTRY_FROM_DATABASE;
+
+		fg_registry_free(rt->registry);
+		rt->registry = fresh;
+		rt->generation++;
+		fg_log(first ? MOSQ_LOG_NOTICE : MOSQ_LOG_INFO,
+		       LOG_PREFIX " registry loaded from database "
+		                  "devices=%zu certificates=%zu accounts=%zu "
+		                  "schema_version=%d",
+		       fg_registry_device_count(fresh),
+		       fg_registry_cert_count(fresh),
+		       fg_registry_account_count(fresh),
+		       fg_registry_schema_version(fresh));
+	}
+	fg_audit_tick(rt->audit);
+}
+
+const struct fg_registry *fg_runtime_registry(struct fg_runtime *rt)
+{
+	return rt->registry;
+}
+
+uint64_t fg_runtime_generation(struct fg_runtime *rt)
+{
+	return rt->generation;
+}
+
+const char *fg_runtime_broker_id(struct fg_runtime *rt)
+{
+	return rt->cfg.broker_id;
+}
+
+void fg_runtime_audit(struct fg_runtime *rt, const struct fg_audit_event *ev)
+{
+	fg_audit_push(rt->audit, ev);
+}
+
+void fg_runtime_seen(struct fg_runtime *rt, const char *device_id)
+{
+	fg_audit_seen(rt->audit, device_id);
+}

@@ -1,0 +1,405 @@
+/*
+ * The registry loader thread.
+ */
+#include "fg_sync.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <mosquitto_broker.h>
+
+#include "fg_log.h"
+
+#define LOG_PREFIX "fleetgate-registry:"
+/* After a NOTIFY, wait this long for more before reloading, so that one
+ * administrator transaction touching many rows costs one reload. */
+#define COALESCE_MS 20
+
+struct fg_sync {
+	struct fg_sync_settings s;
+	char *conninfo, *snapshot_file;
+	pthread_t thread;
+	int stop_pipe[2];
+
+	pthread_mutex_t lock;
+	struct fg_registry *mailbox;
+
+	PGconn *conn; /* loader thread only */
+	int was_connected;
+	struct fg_throttle conn_throttle;
+};
+
+static const char *const LOAD_SQL[] = {
+    "SELECT coalesce(max(version), 0) FROM fleetgate.schema_version",
+    "SELECT id, municipality_id, status, require_api_key, api_key_hash "
+    "FROM fleetgate.devices",
+    /* Epoch seconds; revoked_at is mapped to at least 1 so that 0 can
+     * mean "not revoked". */
+    "SELECT fingerprint, device_id, "
+    "floor(extract(epoch FROM not_before))::bigint, "
+    "floor(extract(epoch FROM not_after))::bigint, "
+    "coalesce(greatest(1, floor(extract(epoch FROM revoked_at)))::bigint, "
+    "0) FROM fleetgate.device_certificates",
+    "SELECT username, password_hash, role, municipality_id, "
+    "cross_municipality, disabled FROM fleetgate.accounts",
+};
+
+static PGresult *run(PGconn *conn, const char *sql, ExecStatusType want,
+                     char *err, size_t errlen)
+{
+	char line[256];
+	PGresult *res = PQexec(conn, sql);
+
+	if (PQresultStatus(res) != want) {
+		fg_seterr(err, errlen, "%s",
+		          fg_pg_error(conn, line, sizeof(line)));
+		PQclear(res);
+		return NULL;
+	}
+	return res;
+}
+
+static const char *val(const PGresult *r, int row, int col)
+{
+	return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
+}
+
+static int load_rows(PGresult *const res[4], struct fg_registry *reg, char *err,
+                     size_t errlen)
+{
+	int i, skipped = 0;
+
+	for (i = 0; i < PQntuples(res[1]); i++) {
+		enum fg_device_status st;
+		const char *id = val(res[1], i, 0);
+
+		if (id == NULL || fg_ident_check(id, 256) != FG_IDENT_OK ||
+		    fg_device_status_parse(val(res[1], i, 2), &st) != 0) {
+			skipped++;
+			continue;
+		}
+		if (fg_registry_add_device(reg, id, val(res[1], i, 1), st,
+		                           val(res[1], i, 3)[0] == 't',
+		                           val(res[1], i, 4)) != 0)
+			goto oom;
+	}
+	for (i = 0; i < PQntuples(res[2]); i++) {
+		fg_fingerprint fp;
+		const char *dev = val(res[2], i, 1);
+
+		if (fg_fingerprint_parse(val(res[2], i, 0), &fp) != 0 ||
+		    dev == NULL) {
+			skipped++;
+			continue;
+		}
+		if (fg_registry_add_cert(
+		        reg, &fp, dev, strtoll(val(res[2], i, 2), NULL, 10),
+		        strtoll(val(res[2], i, 3), NULL, 10),
+		        strtoll(val(res[2], i, 4), NULL, 10)) != 0)
+			goto oom;
+	}
+	for (i = 0; i < PQntuples(res[3]); i++) {
+		const char *user = val(res[3], i, 0);
+
+		if (user == NULL ||
+		    fg_ident_check(user, 65535) != FG_IDENT_OK ||
+		    val(res[3], i, 1) == NULL || val(res[3], i, 2) == NULL) {
+			skipped++;
+			continue;
+		}
+		if (fg_registry_add_account(
+		        reg, user, val(res[3], i, 1), val(res[3], i, 2),
+		        val(res[3], i, 3), val(res[3], i, 4)[0] == 't',
+		        val(res[3], i, 5)[0] == 't') != 0)
+			goto oom;
+	}
+	if (skipped > 0)
+		fg_log(MOSQ_LOG_WARNING,
+		       LOG_PREFIX
+		       " skipped rows=%d with an invalid id, "
+		       "fingerprint or status: those identities are refused",
+		       skipped);
+	return 0;
+oom:
+	fg_seterr(err, errlen, "out of memory");
+	return -1;
+}
+
+struct fg_registry *fg_sync_load(PGconn *conn, char *err, size_t errlen)
+{
+	PGresult *res[4] = {NULL, NULL, NULL, NULL}, *r;
+	struct fg_registry *reg = NULL;
+	int version, i, ok = 0;
+
+	r = run(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+	        PGRES_COMMAND_OK, err, errlen);
+	if (r == NULL)
+		return NULL;
+	PQclear(r);
+	for (i = 0; i < 4; i++) {
+		res[i] = run(conn, LOAD_SQL[i], PGRES_TUPLES_OK, err, errlen);
+		if (res[i] == NULL)
+			goto out;
+	}
+	version = (int)strtol(PQgetvalue(res[0], 0, 0), NULL, 10);
+	if (version < FG_SCHEMA_MIN) {
+		fg_seterr(err, errlen,
+		          "database schema version %d is older than the "
+		          "oldest this plugin reads (%d): run sql/migrate.sh",
+		          version, FG_SCHEMA_MIN);
+		goto out;
+	}
+	reg = fg_registry_new();
+	if (reg == NULL || load_rows(res, reg, err, errlen) != 0 ||
+	    fg_registry_finalise(reg, err, errlen) != 0)
+		goto out;
+	fg_registry_set_meta(reg, FG_REGISTRY_FROM_DATABASE, version,
+	                     fg_time_s());
+	if (version > FG_SCHEMA_KNOWN)
+		fg_log(MOSQ_LOG_WARNING,
+		       LOG_PREFIX
+		       " database schema version %d is newer than "
+		       "this plugin knows (%d); reading it as version %d",
+		       version, FG_SCHEMA_KNOWN, FG_SCHEMA_KNOWN);
+	ok = 1;
+out:
+	for (i = 0; i < 4; i++)
+		PQclear(res[i]);
+	r = run(conn, ok ? "COMMIT" : "ROLLBACK", PGRES_COMMAND_OK, NULL, 0);
+	PQclear(r);
+	if (!ok) {
+		fg_registry_free(reg);
+		return NULL;
+	}
+	return reg;
+}
+
+/* Hand a loaded registry to the broker thread, replacing one not taken. */
+static void post(struct fg_sync *sy, struct fg_registry *reg)
+{
+	struct fg_registry *old;
+
+	pthread_mutex_lock(&sy->lock);
+	old = sy->mailbox;
+	sy->mailbox = reg;
+	pthread_mutex_unlock(&sy->lock);
+	fg_registry_free(old);
+}
+
+struct fg_registry *fg_sync_take(struct fg_sync *sy)
+{
+	struct fg_registry *reg;
+
+	pthread_mutex_lock(&sy->lock);
+	reg = sy->mailbox;
+	sy->mailbox = NULL;
+	pthread_mutex_unlock(&sy->lock);
+	return reg;
+}
+
+/* Wait for fd to become readable or for stop, up to ms (-1: forever).
+ * Returns 1 when fd is readable, 0 on timeout, -1 when told to stop. */
+static int wait_fd(struct fg_sync *sy, int fd, int ms)
+{
+	struct pollfd pfd[2] = {
+	    {.fd = sy->stop_pipe[0], .events = POLLIN},
+	    {.fd = fd, .events = POLLIN},
+	};
+	int rc;
+
+	do {
+		rc = poll(pfd, fd >= 0 ? 2 : 1, ms);
+	} while (rc < 0 && errno == EINTR);
+	if (rc > 0 && (pfd[0].revents & POLLIN))
+		return -1;
+	if (rc > 0 && fd >= 0 && pfd[1].revents != 0)
+		return 1;
+	return 0;
+}
+
+static void drop_conn(struct fg_sync *sy)
+{
+	PQfinish(sy->conn);
+	sy->conn = NULL;
+}
+
+static int connect_and_listen(struct fg_sync *sy)
+{
+	char err[FG_ERRLEN];
+	PGresult *r;
+	uint64_t suppressed;
+
+	sy->conn = fg_pg_connect(&sy->s.pg, err, sizeof(err));
+	if (sy->conn != NULL) {
+		r = run(sy->conn, "LISTEN " FG_REGISTRY_CHANNEL,
+		        PGRES_COMMAND_OK, err, sizeof(err));
+		if (r != NULL) {
+			PQclear(r);
+			return 0;
+		}
+		drop_conn(sy);
+	}
+	if (fg_throttle_hit(&sy->conn_throttle, 60000, &suppressed))
+		fg_log(MOSQ_LOG_ERR,
+		       LOG_PREFIX
+		       " database unreachable (failed_attempts=%llu),"
+		       " keeping the registry in memory and retrying: %s",
+		       (unsigned long long)suppressed + 1, err);
+	return -1;
+}
+
+/* Load and publish the registry; 0 on success, -1 with the connection
+ * dropped on failure. */
+static int reload(struct fg_sync *sy)
+{
+	char err[FG_ERRLEN];
+	struct fg_registry *reg = fg_sync_load(sy->conn, err, sizeof(err));
+
+	if (reg == NULL) {
+		fg_log(MOSQ_LOG_ERR,
+		       LOG_PREFIX " cannot load the registry, keeping the "
+		                  "previous one: %s",
+		       err);
+		drop_conn(sy);
+		return -1;
+	}
+	if (sy->snapshot_file != NULL &&
+	    fg_registry_save(reg, sy->snapshot_file, err, sizeof(err)) != 0)
+		fg_log(MOSQ_LOG_ERR,
+		       LOG_PREFIX " cannot write the snapshot file: %s", err);
+	post(sy, reg);
+	return 0;
+}
+
+/* Consume pending input; returns the number of notifications seen, or
+ * -1 when the connection is gone. */
+static int drain_notifies(struct fg_sync *sy)
+{
+	PGnotify *n;
+	int count = 0;
+
+	if (PQconsumeInput(sy->conn) != 1 ||
+	    PQstatus(sy->conn) != CONNECTION_OK)
+		return -1;
+	while ((n = PQnotifies(sy->conn)) != NULL) {
+		count++;
+		PQfreemem(n);
+	}
+	return count;
+}
+
+static void *loader_main(void *arg)
+{
+	struct fg_sync *sy = arg;
+	struct fg_backoff backoff;
+	int64_t next_full = 0;
+
+	fg_backoff_reset(&backoff, sy->s.retry_max_ms);
+	for (;;) {
+		int rc, n;
+
+		if (sy->conn == NULL) {
+			if (connect_and_listen(sy) != 0 || reload(sy) != 0) {
+				if (wait_fd(sy, -1, fg_backoff_next(&backoff)) <
+				    0)
+					break;
+				continue;
+			}
+			fg_backoff_reset(&backoff, sy->s.retry_max_ms);
+			next_full = fg_mono_ms() + sy->s.full_reload_s * 1000;
+			fg_log(MOSQ_LOG_NOTICE,
+			       LOG_PREFIX " %s, following changes on "
+			                  "channel " FG_REGISTRY_CHANNEL,
+			       sy->was_connected ? "reconnected to database"
+			                         : "connected to database");
+			sy->was_connected = 1;
+			sy->conn_throttle.last_ms = 0;
+		}
+		rc = wait_fd(sy, PQsocket(sy->conn), 1000);
+		if (rc < 0)
+			break;
+		n = rc > 0 ? drain_notifies(sy) : 0;
+		if (n > 0) {
+			/* Let the rest of a burst arrive, then load once. */
+			if (wait_fd(sy, -1, COALESCE_MS) < 0)
+				break;
+			n = drain_notifies(sy);
+		}
+		if (n < 0) {
+			fg_log(MOSQ_LOG_ERR, LOG_PREFIX
+			       " lost the database connection, "
+			       "keeping the registry in memory and retrying");
+			drop_conn(sy);
+			continue;
+		}
+		if (n > 0 || fg_mono_ms() >= next_full) {
+			if (reload(sy) == 0)
+				next_full =
+				    fg_mono_ms() + sy->s.full_reload_s * 1000;
+		}
+	}
+	drop_conn(sy);
+	return NULL;
+}
+
+struct fg_sync *fg_sync_start(const struct fg_sync_settings *s, char *err,
+                              size_t errlen)
+{
+	struct fg_sync *sy = calloc(1, sizeof(*sy));
+
+	if (sy == NULL) {
+		fg_seterr(err, errlen, "out of memory");
+		return NULL;
+	}
+	sy->s = *s;
+	sy->conninfo = strdup(s->pg.conninfo ? s->pg.conninfo : "");
+	sy->snapshot_file = s->snapshot_file ? strdup(s->snapshot_file) : NULL;
+	if (sy->conninfo == NULL ||
+	    (s->snapshot_file != NULL && sy->snapshot_file == NULL)) {
+		fg_seterr(err, errlen, "out of memory");
+		goto fail;
+	}
+	sy->s.pg.conninfo = sy->conninfo;
+	sy->s.snapshot_file = sy->snapshot_file;
+	if (pipe2(sy->stop_pipe, O_CLOEXEC) != 0) {
+		fg_seterr(err, errlen, "pipe: %s", strerror(errno));
+		goto fail;
+	}
+	pthread_mutex_init(&sy->lock, NULL);
+	if (pthread_create(&sy->thread, NULL, loader_main, sy) != 0) {
+		fg_seterr(err, errlen, "cannot start registry thread: %s",
+		          strerror(errno));
+		pthread_mutex_destroy(&sy->lock);
+		close(sy->stop_pipe[0]);
+		close(sy->stop_pipe[1]);
+		goto fail;
+	}
+	return sy;
+fail:
+	free(sy->conninfo);
+	free(sy->snapshot_file);
+	free(sy);
+	return NULL;
+}
+
+void fg_sync_stop(struct fg_sync *sy)
+{
+	if (sy == NULL)
+		return;
+	if (write(sy->stop_pipe[1], "x", 1) != 1)
+		fg_log(MOSQ_LOG_ERR, LOG_PREFIX " cannot signal the loader");
+	pthread_join(sy->thread, NULL);
+	close(sy->stop_pipe[0]);
+	close(sy->stop_pipe[1]);
+	fg_registry_free(sy->mailbox);
+	pthread_mutex_destroy(&sy->lock);
+	free(sy->conninfo);
+	free(sy->snapshot_file);
+	free(sy);
+}

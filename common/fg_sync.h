@@ -1,0 +1,44 @@
+/*
+ * Keeping the in-memory registry in step with PostgreSQL.
+ *
+ * A worker thread loads the whole registry in one read-only snapshot
+ * transaction, then LISTENs on fleetgate_registry and loads it again after
+ * every committed change. Each load is handed to the broker thread through
+ * a one-slot mailbox (a newer load replaces one not yet taken) and written
+ * to the snapshot file. On connection loss it retries with backoff, and
+ * reloads in full on reconnect, so changes made meanwhile take effect.
+ */
+#ifndef FG_SYNC_H
+#define FG_SYNC_H
+
+#include "fg_pg.h"
+#include "fg_registry.h"
+
+#define FG_REGISTRY_CHANNEL "fleetgate_registry"
+/* The oldest schema this code can read, and the newest it knows. */
+#define FG_SCHEMA_MIN 1
+#define FG_SCHEMA_KNOWN 1
+
+struct fg_sync_settings {
+	struct fg_pg_settings pg;
+	const char *snapshot_file; /* NULL: no snapshot */
+	int retry_max_ms;
+	int full_reload_s; /* reload even without NOTIFY, as a safety net */
+};
+
+struct fg_sync;
+
+/* Start the loader thread; NULL with err set on failure. */
+struct fg_sync *fg_sync_start(const struct fg_sync_settings *s, char *err,
+                              size_t errlen);
+void fg_sync_stop(struct fg_sync *sy);
+
+/* Broker thread: the newest registry loaded since the last call, or NULL.
+ * The caller owns it. */
+struct fg_registry *fg_sync_take(struct fg_sync *sy);
+
+/* Load the registry over an open connection (exposed for tests). Returns
+ * the finalised registry or NULL with err set. */
+struct fg_registry *fg_sync_load(PGconn *conn, char *err, size_t errlen);
+
+#endif

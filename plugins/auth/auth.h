@@ -1,0 +1,125 @@
+/*
+ * The auth plugin: who may connect.
+ *
+ * Devices are identified by the SHA-256 fingerprint of their client
+ * certificate and must use their device id as client id; dashboards and
+ * services (accounts) log in with a username and a password hash written
+ * by mosquitto_passwd. Every decision is a lookup in the registry held in
+ * memory by the runtime. Connected clients are tracked so that a revoked
+ * certificate, a suspended device or a removed account is disconnected as
+ * soon as the registry says so.
+ */
+#ifndef AUTH_H
+#define AUTH_H
+
+#include <stdbool.h>
+
+#include "fg_ident.h"
+#include "fg_registry.h"
+#include "fg_runtime.h"
+
+#define AUTH_LOG "fleetgate-auth:"
+
+enum auth_api_key_mode {
+	AUTH_API_KEY_OFF = 0,
+	AUTH_API_KEY_PER_DEVICE,
+	AUTH_API_KEY_ALL,
+};
+
+struct auth_config {
+	int api_key;       /* enum auth_api_key_mode */
+	int max_id_length; /* bytes, for client ids and usernames */
+};
+
+/* Why a client was admitted or refused; names as in the audit table. */
+enum auth_reason {
+	AUTH_OK = 0,
+	AUTH_UNKNOWN_CERTIFICATE,
+	AUTH_CERTIFICATE_REVOKED,
+	AUTH_CERTIFICATE_EXPIRED,
+	AUTH_CERTIFICATE_NOT_YET_VALID,
+	AUTH_DEVICE_SUSPENDED,
+	AUTH_DEVICE_DECOMMISSIONED,
+	AUTH_CLIENT_ID_MISMATCH,
+	AUTH_INVALID_CLIENT_ID,
+	AUTH_INVALID_USERNAME,
+	AUTH_REGISTRY_UNAVAILABLE,
+	AUTH_BAD_API_KEY,
+	AUTH_UNKNOWN_ACCOUNT,
+	AUTH_BAD_PASSWORD,
+	AUTH_ACCOUNT_DISABLED,
+	AUTH_NO_CREDENTIALS,
+	AUTH_BAD_CERTIFICATE,
+};
+
+const char *auth_reason_str(enum auth_reason r);
+
+/* What a connecting client presents. */
+struct auth_request {
+	const char *client_id;
+	const char *username; /* NULL when none was sent */
+	const char *password; /* NULL when none was sent */
+	bool has_cert;
+	fg_fingerprint fp;       /* when has_cert */
+	int64_t x509_not_before; /* when has_cert */
+	int64_t x509_not_after;  /* when has_cert */
+};
+
+/* The identity a decision established. */
+struct auth_identity {
+	bool is_device;
+	const struct fg_device *device;   /* devices */
+	const struct fg_cert *cert;       /* devices */
+	const struct fg_account *account; /* accounts */
+};
+
+/*
+ * Decide whether a client may connect, from the registry alone (NULL
+ * registry: nothing is known, so everyone is refused). Returns AUTH_OK
+ * and fills id, or the reason for refusal.
+ */
+enum auth_reason auth_decide(const struct fg_registry *reg,
+                             const struct auth_config *cfg,
+                             const struct auth_request *req, int64_t now,
+                             struct auth_identity *id);
+
+/*
+ * A connected client, as remembered for re-checks: enough to find its
+ * registry rows again and to notice that the credentials it was admitted
+ * with have changed.
+ */
+struct auth_session {
+	void *client; /* struct mosquitto *, the key */
+	bool is_device;
+	char client_id[260];
+	char name[260]; /* device id or account username */
+	fg_fingerprint fp;
+	int64_t x509_not_after;
+	uint64_t secret_hash; /* of the api key or password hash used */
+	struct auth_session *next;
+};
+
+/*
+ * Re-check a connected client against a (new) registry. Returns AUTH_OK
+ * if it may stay, or the reason to disconnect it.
+ */
+enum auth_reason auth_recheck(const struct fg_registry *reg,
+                              const struct auth_config *cfg,
+                              const struct auth_session *s, int64_t now);
+
+/* The table of connected clients, keyed by the client pointer. */
+struct auth_sessions {
+	struct auth_session **buckets;
+	size_t nbuckets, count;
+};
+
+int auth_sessions_init(struct auth_sessions *t, size_t nbuckets);
+void auth_sessions_free(struct auth_sessions *t);
+struct auth_session *auth_sessions_get(struct auth_sessions *t, void *client);
+/* Insert or replace; returns the entry (owned by the table) or NULL. */
+struct auth_session *auth_sessions_put(struct auth_sessions *t,
+                                       const struct auth_session *s);
+/* Remove if present (idempotent). */
+void auth_sessions_remove(struct auth_sessions *t, void *client);
+
+#endif

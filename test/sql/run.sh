@@ -1,0 +1,595 @@
+#!/usr/bin/env bash
+# shellcheck source-path=SCRIPTDIR
+# run.sh: SQL tests of the fleetgate registry: role privileges, the
+# append-only audit trail, the audit trigger, the admin functions, the
+# registry notifications and sql/migrate.sh.
+#
+# Usage:
+#   test/sql/run.sh               use the server in PGHOST/PGPORT/PGDATABASE;
+#                                 PGUSER is a superuser, migrations are
+#                                 applied and the login users fg_broker and
+#                                 fg_admin exist (trust auth on loopback)
+#   test/sql/run.sh --standalone  start a private cluster first (see
+#                                 pgcluster.sh) and remove it afterwards
+#
+# Output is TAP: "ok N - sentence" or "not ok N - sentence" followed by
+# "#" lines saying what was expected and what came back. Exit status is 0
+# only when every test passed. Every object the tests create carries a
+# per-run prefix, so a shared database is not disturbed beyond new rows.
+set -euo pipefail
+
+here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd -- "$here/../.." && pwd)
+
+standalone=0
+case ${1:-} in
+--standalone) standalone=1 ;;
+'') ;;
+*)
+	echo "usage: $0 [--standalone]" >&2
+	exit 2
+	;;
+esac
+
+cluster_dir=
+scratch_db=
+PSQL=${PSQL:-psql}
+
+cleanup() {
+	local status=$?
+	if [[ -n $scratch_db ]]; then
+		"$PSQL" -X -q -d postgres \
+			-c "drop database if exists \"$scratch_db\"" >/dev/null 2>&1 || true
+	fi
+	if [[ -n $cluster_dir ]]; then
+		pg_cluster_stop "$cluster_dir" || status=1
+		rm -rf -- "$cluster_dir"
+	fi
+	exit "$status"
+}
+trap cleanup EXIT
+
+if ((standalone)); then
+	# shellcheck source=pgcluster.sh disable=SC1091 # followed with -x
+	. "$here/pgcluster.sh"
+	# Under root the server user must be able to enter the directory, which
+	# a private TMPDIR might not allow.
+	tmp_base=${TMPDIR:-/tmp}
+	[[ $(id -u) -eq 0 ]] && tmp_base=/tmp
+	cluster_dir=$(mktemp -d "$tmp_base/fleetgate-sql.XXXXXX")
+	pg_cluster_start "$cluster_dir"
+	PSQL=$(_pg_cluster_bindir)/psql
+	export PSQL
+	pg_cluster_provision | sed 's/^/# /'
+else
+	for v in PGHOST PGPORT PGDATABASE PGUSER; do
+		if [[ -z ${!v:-} ]]; then
+			echo "run.sh: $v is not set (or use --standalone)" >&2
+			exit 2
+		fi
+	done
+	export PSQL
+fi
+
+superuser=$PGUSER
+broker=fg_broker
+admin=fg_admin
+
+# TAP bookkeeping ----------------------------------------------------------
+
+test_count=0
+failures=0
+
+pass() {
+	test_count=$((test_count + 1))
+	printf 'ok %d - %s\n' "$test_count" "$1"
+}
+
+# fail SENTENCE DETAIL...: each detail may span lines; all become comments.
+fail() {
+	test_count=$((test_count + 1))
+	failures=$((failures + 1))
+	printf 'not ok %d - %s\n' "$test_count" "$1"
+	shift
+	printf '%s\n' "$@" | sed 's/^/#   /'
+}
+
+# sql USER PSQL-ARGS...: run psql as USER; stdout and stderr together, so
+# that error messages can be matched.
+sql() {
+	local user=$1
+	shift
+	"$PSQL" -X -q -At -v ON_ERROR_STOP=1 -U "$user" "$@" 2>&1
+}
+
+# q USER STATEMENT: one statement (or a ;-separated list) as USER. The
+# empty lines that void functions print are dropped.
+q() {
+	sql "$1" -c "$2" | sed '/^$/d'
+}
+
+# expect_value SENTENCE USER EXPECTED STATEMENT
+expect_value() {
+	local name=$1 user=$2 expected=$3 stmt=$4 out
+	if ! out=$(q "$user" "$stmt"); then
+		fail "$name" "statement failed: $stmt" "output: $out"
+	elif [[ $out == "$expected" ]]; then
+		pass "$name"
+	else
+		fail "$name" "statement: $stmt" "expected: $expected" "got: $out"
+	fi
+}
+
+# expect_error SENTENCE USER ERE STATEMENT: must fail with a matching message.
+expect_error() {
+	local name=$1 user=$2 pattern=$3 stmt=$4 out
+	if out=$(q "$user" "$stmt"); then
+		fail "$name" "statement succeeded: $stmt" "output: $out"
+	elif grep -Eq -- "$pattern" <<<"$out"; then
+		pass "$name"
+	else
+		fail "$name" "statement: $stmt" "expected an error matching: $pattern" \
+			"got: $out"
+	fi
+}
+
+# expect_ok SENTENCE USER STATEMENT
+expect_ok() {
+	local name=$1 user=$2 stmt=$3 out
+	if out=$(q "$user" "$stmt"); then
+		pass "$name"
+	else
+		fail "$name" "statement: $stmt" "output: $out"
+	fi
+}
+
+# Test data ----------------------------------------------------------------
+
+run_id=$(date +%s)-$$
+muni=sqlt-$run_id-m
+dev=sqlt-$run_id-d1        # lifecycle and last_seen tests
+dev_gone=sqlt-$run_id-d2   # decommissioned
+account=sqlt-$run_id-ops
+
+# fingerprint N: a 64-hex fingerprint unique to this run.
+fingerprint() {
+	printf '%s' "$run_id-$1" | sha256sum | cut -c1-64
+}
+# colon_form HEX: the 'AB:CD:...' form openssl prints.
+colon_form() {
+	sed 's/../&:/g; s/:$//' <<<"$1" | tr a-f A-F
+}
+
+fp1=$(fingerprint 1)
+fp2=$(fingerprint 2)
+fp_unknown=$(fingerprint unknown)
+# Hashes as mosquitto_passwd writes them; test values, not real secrets.
+# shellcheck disable=SC2016 # the dollars are part of the hash
+pw_hash='$7$101$QKGKy3XerOPb9GQY$YTJUTpzvV2TrY1HeTQWnTN/H6Thc6nFA/AF+OsHTK6B'
+pw_hash+='fwvrDlViz/qSg+brFp05kBfcZdZfjYvv4GlFanO7YqQ=='
+# shellcheck disable=SC2016
+key_hash='$6$c2FsdHNhbHQ$bm90LWEtcmVhbC1rZXktaGFzaC1mb3ItdGVzdHMtb25seQ=='
+
+# latest_audit EVENT WHERE COLUMNS: the newest admin audit row of EVENT.
+latest_audit() {
+	printf "select %s from fleetgate.audit_events
+	        where source = 'admin' and event = '%s' and %s
+	        order by id desc limit 1" "$3" "$1" "$2"
+}
+
+echo "# run id $run_id on $PGHOST:$PGPORT/$PGDATABASE"
+
+# Schema -------------------------------------------------------------------
+
+expect_value "the registry is at schema version 1" "$superuser" 1 \
+	"select max(version) from fleetgate.schema_version"
+
+# Broker privileges --------------------------------------------------------
+
+setup=$(q "$admin" "
+	set fleetgate.actor = 'sqltest-setup';
+	select fleetgate.add_municipality('$muni', 'Test municipality $run_id');
+	select fleetgate.register_device('$dev', '$muni');
+	select fleetgate.register_device('$dev_gone', '$muni');
+	select fleetgate.add_certificate('$dev', '$fp1',
+	                                 now() - interval '1 day',
+	                                 now() + interval '1 year');") || {
+	echo "Bail out! test fixtures could not be created: $setup"
+	exit 1
+}
+
+expect_ok "broker can insert an audit row" "$broker" "
+	insert into fleetgate.audit_events
+	    (broker_id, source, event, outcome, reason, device_id, client_id,
+	     fingerprint, address)
+	values ('sqltest', 'auth', 'connect', 'accepted', 'ok', '$dev', '$dev',
+	        '$fp1', '127.0.0.1')"
+expect_value "the broker's audit row is stored" "$superuser" 1 "
+	select count(*) from fleetgate.audit_events
+	where broker_id = 'sqltest' and device_id = '$dev' and event = 'connect'"
+expect_error "broker cannot update audit rows" "$broker" "permission denied" "
+	update fleetgate.audit_events set outcome = 'refused'
+	where device_id = '$dev'"
+expect_error "broker cannot delete audit rows" "$broker" "permission denied" "
+	delete from fleetgate.audit_events where device_id = '$dev'"
+expect_error "broker cannot truncate the audit trail" "$broker" \
+	"permission denied" "truncate fleetgate.audit_events"
+expect_error "broker cannot read the audit trail" "$broker" \
+	"permission denied" "select count(*) from fleetgate.audit_events"
+expect_error "broker cannot forge an admin audit row" "$broker" \
+	"written only by the registry trigger" "
+	insert into fleetgate.audit_events (source, event, actor)
+	values ('admin', 'devices_update', 'someone')"
+expect_error "broker cannot insert into devices" "$broker" "permission denied" "
+	insert into fleetgate.devices (id, municipality_id)
+	values ('sqlt-$run_id-rogue', '$muni')"
+expect_error "broker cannot update devices.status" "$broker" \
+	"permission denied" "
+	update fleetgate.devices set status = 'active' where id = '$dev_gone'"
+expect_error "broker cannot change a certificate" "$broker" \
+	"permission denied" "
+	update fleetgate.device_certificates set revoked_at = null
+	where fingerprint = '$fp1'"
+expect_error "broker cannot run admin functions" "$broker" \
+	"permission denied for function revoke_certificate" "
+	select fleetgate.revoke_certificate('$fp1', 'broker tried')"
+expect_value "broker can read the registry" "$broker" "$muni|$fp1" "
+	select d.municipality_id || '|' || c.fingerprint
+	from fleetgate.devices d
+	join fleetgate.device_certificates c on c.device_id = d.id
+	where d.id = '$dev'"
+
+# last_seen_at: allowed, and neither audited nor notified.
+audit_rows_before=$(q "$superuser" "
+	select count(*) from fleetgate.audit_events where device_id = '$dev'")
+if out=$(sql "$broker" -c "listen fleetgate_registry" -c "
+	update fleetgate.devices set last_seen_at = now() where id = '$dev'" \
+	-c "select last_seen_at is not null from fleetgate.devices
+	    where id = '$dev'"); then
+	if [[ $out == t ]]; then
+		pass "broker can update devices.last_seen_at"
+	else
+		fail "broker can update devices.last_seen_at" "got: $out"
+	fi
+	if grep -q 'Asynchronous notification' <<<"$out"; then
+		fail "a last_seen_at update sends no notification" "got: $out"
+	else
+		pass "a last_seen_at update sends no notification"
+	fi
+else
+	fail "broker can update devices.last_seen_at" "output: $out"
+	fail "a last_seen_at update sends no notification" "update failed"
+fi
+expect_value "a last_seen_at update leaves no audit row" "$superuser" \
+	"$audit_rows_before" "
+	select count(*) from fleetgate.audit_events where device_id = '$dev'"
+
+# The audit trail is append-only ------------------------------------------
+
+expect_error "admin cannot update audit rows" "$admin" "permission denied" "
+	update fleetgate.audit_events set actor = 'nobody'
+	where device_id = '$dev'"
+expect_error "admin cannot delete audit rows" "$admin" "permission denied" "
+	delete from fleetgate.audit_events where device_id = '$dev'"
+expect_error "admin cannot truncate the audit trail" "$admin" \
+	"permission denied" "truncate fleetgate.audit_events"
+expect_error "even the table owner cannot update audit rows" "$superuser" \
+	"append-only: UPDATE refused" "
+	update fleetgate.audit_events set actor = 'nobody'
+	where device_id = '$dev'"
+expect_error "even the table owner cannot delete audit rows" "$superuser" \
+	"append-only: DELETE refused" "
+	delete from fleetgate.audit_events where device_id = '$dev'"
+expect_error "admin cannot rewrite the schema version" "$admin" \
+	"permission denied" "
+	update fleetgate.schema_version set version = 2"
+
+# Admin functions leave audit rows -----------------------------------------
+
+expect_value "add_municipality leaves an audit row with actor and new value" \
+	"$superuser" "sqltest-setup|$muni||" \
+	"$(latest_audit municipalities_insert "new_value->>'id' = '$muni'" \
+		"actor || '|' || (new_value->>'id') || '|' ||
+		 coalesce(old_value::text, '') || '|' || coalesce(device_id, '')")"
+expect_value "register_device leaves an audit row with device id and status" \
+	"$superuser" "sqltest-setup|$dev|active|$muni" \
+	"$(latest_audit devices_insert "device_id = '$dev'" \
+		"actor || '|' || device_id || '|' || (new_value->>'status') || '|' ||
+		 (new_value->>'municipality_id')")"
+expect_value "the actor defaults to the session user" "$admin" \
+	"fg_admin|fg_admin" "
+	select fleetgate.add_municipality('$muni-2', 'Second');
+	$(latest_audit municipalities_insert "new_value->>'id' = '$muni-2'" \
+		"actor || '|' || (detail->>'session_user')")"
+
+fp2_colon=$(colon_form "$fp2")
+expect_value "add_certificate stores a colon-form fingerprint as lowercase hex" \
+	"$admin" "$fp2"$'\n'"$dev" "
+	select fleetgate.add_certificate('$dev', '$fp2_colon',
+	                                 now() - interval '1 hour',
+	                                 now() + interval '30 days');
+	select device_id from fleetgate.device_certificates
+	where fingerprint = '$fp2'"
+expect_value "add_certificate leaves an audit row with fingerprint and device" \
+	"$superuser" "fg_admin|$dev|$fp2|$fp2|" \
+	"$(latest_audit device_certificates_insert "fingerprint = '$fp2'" \
+		"actor || '|' || device_id || '|' || fingerprint || '|' ||
+		 (new_value->>'fingerprint') || '|' ||
+		 coalesce(new_value->>'revoked_at', '')")"
+expect_error "add_certificate refuses an invalid fingerprint" "$admin" \
+	"invalid certificate fingerprint" "
+	select fleetgate.add_certificate('$dev', '${fp2:0:62}',
+	                                 now(), now() + interval '1 day')"
+expect_error "add_certificate refuses an unknown device" "$admin" \
+	"unknown device 'sqlt-$run_id-nosuch'" "
+	select fleetgate.add_certificate('sqlt-$run_id-nosuch', '$fp_unknown',
+	                                 now(), now() + interval '1 day')"
+expect_error "add_certificate refuses a fingerprint already registered" \
+	"$admin" "certificate $fp1 is already registered" "
+	select fleetgate.add_certificate('$dev', upper('$fp1'),
+	                                 now(), now() + interval '1 day')"
+expect_error "add_certificate refuses not_after before not_before" "$admin" \
+	"must be later than not_before" "
+	select fleetgate.add_certificate('$dev', '$fp_unknown',
+	                                 now(), now() - interval '1 day')"
+
+expect_value "revoke_certificate sets revoked_at and the reason" "$admin" \
+	"true|key leaked" "
+	set fleetgate.actor = 'alice@ops';
+	select fleetgate.revoke_certificate('$fp1', 'key leaked');
+	select (revoked_at is not null) || '|' || revocation_reason
+	from fleetgate.device_certificates where fingerprint = '$fp1'"
+changed='["revocation_reason", "revoked_at"]'
+expect_value \
+	"revoke_certificate leaves an audit row with actor, reason and old/new values" \
+	"$superuser" "alice@ops|key leaked|$dev||true|key leaked|$changed" \
+	"$(latest_audit device_certificates_update "fingerprint = '$fp1'" \
+		"actor || '|' || reason || '|' || device_id || '|' ||
+		 coalesce(old_value->>'revoked_at', '') || '|' ||
+		 (new_value->>'revoked_at' is not null) || '|' ||
+		 (new_value->>'revocation_reason') || '|' ||
+		 (detail->'changed')::text")"
+expect_error "revoking a revoked certificate fails" "$admin" \
+	"certificate $fp1 is already revoked" "
+	select fleetgate.revoke_certificate('$fp1', 'again')"
+expect_error "revoking an unknown fingerprint fails with a clear error" \
+	"$admin" "unknown certificate fingerprint $fp_unknown" "
+	select fleetgate.revoke_certificate('$(colon_form "$fp_unknown")', 'lost')"
+expect_error "revoking without a reason fails" "$admin" \
+	"a revocation reason is required" "
+	select fleetgate.revoke_certificate('$fp2', ' ')"
+
+# psql prints notifications that arrive while it runs a command, so LISTEN
+# and the change in one session show what a broker would receive.
+if out=$(sql "$admin" -c "listen fleetgate_registry" -c "
+	select fleetgate.revoke_certificate('$fp2_colon', 'notify test')"); then
+	payload="{\"id\": \"$fp2\", \"op\": \"update\", \"table\": \"device_certificates\"}"
+	expected="Asynchronous notification \"fleetgate_registry\" with payload \"$payload\""
+	if grep -qF -- "$expected" <<<"$out"; then
+		pass "revoke_certificate sends a notification on fleetgate_registry"
+	else
+		fail "revoke_certificate sends a notification on fleetgate_registry" \
+			"expected: $expected" "got: $out"
+	fi
+else
+	fail "revoke_certificate sends a notification on fleetgate_registry" \
+		"output: $out"
+fi
+
+# Fingerprint normalisation.
+expect_value "normalize_fingerprint accepts bare hex in any case and the colon form" \
+	"$admin" "$fp1|$fp1|$fp1" "
+	select fleetgate.normalize_fingerprint('$fp1') || '|' ||
+	       fleetgate.normalize_fingerprint(upper('$fp1')) || '|' ||
+	       fleetgate.normalize_fingerprint(lower('$(colon_form "$fp1")'))"
+fp1_colon=$(colon_form "$fp1")
+bad_fingerprints=(
+	"63 hex digits|${fp1:0:63}"
+	"66 hex digits|${fp1}00"
+	"a non-hex digit|g${fp1:1}"
+	"dashes for colons|${fp1_colon//:/-}"
+	"a trailing colon|$fp1_colon:"
+	"colons in the wrong places|${fp1:0:3}:${fp1:3}"
+	"an empty string|"
+)
+for entry in "${bad_fingerprints[@]}"; do
+	expect_error "normalize_fingerprint refuses ${entry%%|*}" "$admin" \
+		"invalid certificate fingerprint" \
+		"select fleetgate.normalize_fingerprint('${entry#*|}')"
+done
+expect_error "normalize_fingerprint refuses NULL" "$admin" \
+	"invalid certificate fingerprint NULL" \
+	"select fleetgate.normalize_fingerprint(null)"
+
+# Device lifecycle.
+expect_value "suspend_device suspends and audits old and new status with the reason" \
+	"$admin" "suspended|fg_admin|active|suspended|maintenance" "
+	select fleetgate.suspend_device('$dev', 'maintenance');
+	select (select status from fleetgate.devices where id = '$dev') || '|' ||
+	       a.actor || '|' || (a.old_value->>'status') || '|' ||
+	       (a.new_value->>'status') || '|' || a.reason
+	from ($(latest_audit devices_update "device_id = '$dev'" '*')) a"
+expect_error "suspending a suspended device fails" "$admin" \
+	"device '$dev' is already suspended" \
+	"select fleetgate.suspend_device('$dev', 'twice')"
+expect_value "reactivate_device reactivates and audits the change" "$admin" \
+	"active|suspended|active" "
+	select fleetgate.reactivate_device('$dev');
+	select (select status from fleetgate.devices where id = '$dev') || '|' ||
+	       (a.old_value->>'status') || '|' || (a.new_value->>'status')
+	from ($(latest_audit devices_update "device_id = '$dev'" '*')) a"
+expect_error "reactivating an active device fails" "$admin" \
+	"device '$dev' is already active" \
+	"select fleetgate.reactivate_device('$dev')"
+expect_ok "decommission_device decommissions" "$admin" \
+	"select fleetgate.decommission_device('$dev_gone', 'end of life')"
+expect_error "a decommissioned device cannot be reactivated" "$admin" \
+	"device '$dev_gone' is decommissioned; it cannot become active" \
+	"select fleetgate.reactivate_device('$dev_gone')"
+expect_error "a decommissioned device takes no new certificate" "$admin" \
+	"is decommissioned" "
+	select fleetgate.add_certificate('$dev_gone', '$fp_unknown',
+	                                 now(), now() + interval '1 day')"
+expect_error "suspending an unknown device fails" "$admin" \
+	"unknown device 'sqlt-$run_id-nosuch'" \
+	"select fleetgate.suspend_device('sqlt-$run_id-nosuch', 'x')"
+expect_error "register_device refuses an unknown municipality" "$admin" \
+	"unknown municipality 'sqlt-$run_id-nowhere'" \
+	"select fleetgate.register_device('sqlt-$run_id-d9', 'sqlt-$run_id-nowhere')"
+expect_error "register_device refuses an invalid device id" "$admin" \
+	"invalid device id 'bad/id'" \
+	"select fleetgate.register_device('bad/id', '$muni')"
+expect_error "register_device refuses a duplicate" "$admin" \
+	"device '$dev' is already registered" \
+	"select fleetgate.register_device('$dev', '$muni')"
+
+# Secrets stay out of the audit trail.
+expect_value "set_device_api_key audits the change with the hash masked" \
+	"$admin" "***|true|[\"api_key_hash\", \"require_api_key\"]" "
+	select fleetgate.set_device_api_key('$dev', '$key_hash');
+	select (a.new_value->>'api_key_hash') || '|' ||
+	       (a.new_value->>'require_api_key') || '|' ||
+	       (a.detail->'changed')::text
+	from ($(latest_audit devices_update "device_id = '$dev'" '*')) a"
+expect_value "add_account leaves an audit row with actor and the hash masked" \
+	"$admin" "bob@ops|$account|***|operator|$muni" "
+	set fleetgate.actor = 'bob@ops';
+	select fleetgate.add_account('$account', '$pw_hash', 'operator', '$muni');
+	select a.actor || '|' || a.username || '|' ||
+	       (a.new_value->>'password_hash') || '|' ||
+	       (a.new_value->>'role') || '|' || (a.new_value->>'municipality_id')
+	from ($(latest_audit accounts_insert "username = '$account'" '*')) a"
+expect_value "a direct password change is audited as a change, hashes masked" \
+	"$admin" "***|***|[\"password_hash\"]" "
+	update fleetgate.accounts set password_hash = '$key_hash'
+	where username = '$account';
+	select (a.old_value->>'password_hash') || '|' ||
+	       (a.new_value->>'password_hash') || '|' ||
+	       (a.detail->'changed')::text
+	from ($(latest_audit accounts_update "username = '$account'" '*')) a"
+expect_value "no audit row contains a password or api key hash" "$superuser" \
+	"0|0" "
+	select count(*) filter (where strpos(a::text, '$pw_hash') > 0) || '|' ||
+	       count(*) filter (where strpos(a::text, '$key_hash') > 0)
+	from fleetgate.audit_events a"
+name="add_account refuses a plain password and does not echo it"
+if out=$(q "$admin" "
+	select fleetgate.add_account('$account-2', 'hunter2-plain', 'operator')"); then
+	fail "$name" "statement succeeded: $out"
+elif [[ $out == *"password_hash is not a mosquitto_passwd hash"* &&
+	$out != *hunter2* ]]; then
+	pass "$name"
+else
+	fail "$name" "got: $out"
+fi
+expect_error "add_account refuses a duplicate username" "$admin" \
+	"account '$account' already exists" \
+	"select fleetgate.add_account('$account', '$pw_hash', 'operator')"
+
+# Direct table changes by the admin are audited and notified as well.
+if out=$(sql "$admin" -c "listen fleetgate_registry" -c "
+	update fleetgate.municipalities set name = 'Renamed $run_id'
+	where id = '$muni'"); then
+	payload="{\"id\": \"$muni\", \"op\": \"update\", \"table\": \"municipalities\"}"
+	expected="Asynchronous notification \"fleetgate_registry\" with payload \"$payload\""
+	if grep -qF -- "$expected" <<<"$out"; then
+		pass "a direct municipality update is notified"
+	else
+		fail "a direct municipality update is notified" \
+			"expected: $expected" "got: $out"
+	fi
+else
+	fail "a direct municipality update is notified" "output: $out"
+fi
+expect_value "a direct municipality update is audited with old and new name" \
+	"$superuser" "fg_admin|Test municipality $run_id|Renamed $run_id" \
+	"$(latest_audit municipalities_update "new_value->>'id' = '$muni'" \
+		"actor || '|' || (old_value->>'name') || '|' || (new_value->>'name')")"
+
+# migrate.sh ---------------------------------------------------------------
+
+migrate=$repo/sql/migrate.sh
+
+if out=$("$migrate" 2>&1); then
+	if grep -q '^migrate: skipped 001_registry.sql' <<<"$out" &&
+		! grep -q '^migrate: applied' <<<"$out"; then
+		pass "migrate.sh on a migrated database skips every file"
+	else
+		fail "migrate.sh on a migrated database skips every file" "got: $out"
+	fi
+else
+	fail "migrate.sh on a migrated database skips every file" \
+		"exit status non-zero" "got: $out"
+fi
+
+scratch_db=fleetgate_sqltest_$$
+q "$superuser" "create database \"$scratch_db\"" >/dev/null
+first=$(PGDATABASE=$scratch_db "$migrate" 2>&1) && first_rc=0 || first_rc=$?
+second=$(PGDATABASE=$scratch_db "$migrate" 2>&1) && second_rc=0 || second_rc=$?
+versions=$(PGDATABASE=$scratch_db q "$superuser" \
+	"select string_agg(version::text, ',') from fleetgate.schema_version")
+if [[ $first_rc == 0 && $first == *"applied 001_registry.sql"* ]]; then
+	pass "migrate.sh migrates an empty database"
+else
+	fail "migrate.sh migrates an empty database" "exit $first_rc" "$first"
+fi
+if [[ $second_rc == 0 && $second == *"skipped 001_registry.sql"* &&
+	$second != *"migrate: applied"* && $versions == 1 ]]; then
+	pass "migrate.sh run twice is idempotent"
+else
+	fail "migrate.sh run twice is idempotent" "exit $second_rc" "$second" \
+		"versions: $versions"
+fi
+
+out=$(PGDATABASE=$scratch_db sql "$superuser" -f "$repo/sql/001_registry.sql") &&
+	rc=0 || rc=$?
+if [[ $rc != 0 && $out == *"fleetgate migration 001 is already applied"* ]]; then
+	pass "001_registry.sql refuses to run twice"
+else
+	fail "001_registry.sql refuses to run twice" "exit $rc" "$out"
+fi
+
+expect_error "a later migration refuses to run before its predecessor" \
+	"$superuser" "migration 003 needs the database at version 2, but it is at" \
+	"begin; call fleetgate.assert_migration(3); rollback"
+expect_error "a later migration refuses to run twice" "$superuser" \
+	"fleetgate migration 001 is already applied" \
+	"begin; call fleetgate.assert_migration(1); rollback"
+
+# A pending migration is applied after the ones already recorded.
+migrations_copy=$(mktemp -d "${TMPDIR:-/tmp}/fleetgate-sqltest-migrations.XXXXXX")
+cp "$migrate" "$repo/sql/001_registry.sql" "$migrations_copy/"
+cat >"$migrations_copy/002_sqltest.sql" <<'EOF'
+begin;
+call fleetgate.assert_migration(2);
+create table fleetgate.sqltest_pending (x int);
+insert into fleetgate.schema_version (version) values (2);
+commit;
+EOF
+out=$(PGDATABASE=$scratch_db "$migrations_copy/migrate.sh" 2>&1) && rc=0 || rc=$?
+rm -rf -- "$migrations_copy"
+if [[ $rc == 0 && $out == "migrate: skipped 001_registry.sql (version 1 already applied)
+migrate: applied 002_sqltest.sql (version 2)" ]]; then
+	pass "migrate.sh applies only the pending migration"
+else
+	fail "migrate.sh applies only the pending migration" "exit $rc" "$out"
+fi
+
+PGDATABASE=$scratch_db q "$superuser" \
+	"insert into fleetgate.schema_version (version) values (999)" >/dev/null
+out=$(PGDATABASE=$scratch_db "$migrate" 2>&1) && rc=0 || rc=$?
+if [[ $rc == 1 && $out == *"schema version 999, newer than the newest migration"* &&
+	$out != *"migrate: applied"* ]]; then
+	pass "migrate.sh refuses a database newer than its files"
+else
+	fail "migrate.sh refuses a database newer than its files" "exit $rc" "$out"
+fi
+
+# Summary ------------------------------------------------------------------
+
+printf '1..%d\n' "$test_count"
+if ((failures > 0)); then
+	printf '# %d of %d tests failed\n' "$failures" "$test_count"
+	exit 1
+fi
+printf '# all %d tests passed\n' "$test_count"

@@ -1,0 +1,326 @@
+/*
+ * Unit tests: the registry cache, its snapshot file, and option parsing.
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <mosquitto_broker.h>
+#include <mosquitto_plugin.h>
+
+#include "fg_opts.h"
+#include "fg_registry.h"
+#include "fg_runtime.h"
+
+static fg_fingerprint fp_of(int n)
+{
+	fg_fingerprint fp;
+
+	snprintf(fp.hex, sizeof(fp.hex), "%064x", n);
+	return fp;
+}
+
+static struct fg_registry *sample(size_t ndevices)
+{
+	struct fg_registry *reg = fg_registry_new();
+	char id[32];
+	size_t i;
+
+	ck_assert_ptr_nonnull(reg);
+	for (i = 0; i < ndevices; i++) {
+		fg_fingerprint fp = fp_of((int)i);
+
+		snprintf(id, sizeof(id), "meter-%05zu", i);
+		ck_assert_int_eq(
+		    fg_registry_add_device(reg, id, i % 2 ? "north" : "south",
+		                           FG_DEVICE_ACTIVE, i % 3 == 0,
+		                           i % 3 == 0 ? "$7$101$a$b" : NULL),
+		    0);
+		ck_assert_int_eq(fg_registry_add_cert(reg, &fp, id, 100, 200,
+		                                      i == 7 ? 150 : 0),
+		                 0);
+	}
+	ck_assert_int_eq(fg_registry_add_account(reg, "dash", "$7$1$x$y",
+	                                         "dashboard", "north", false,
+	                                         false),
+	                 0);
+	ck_assert_int_eq(fg_registry_finalise(reg, NULL, 0), 0);
+	return reg;
+}
+
+START_TEST(lookups_find_every_row_and_nothing_else)
+{
+	struct fg_registry *reg = sample(5000);
+	fg_fingerprint fp;
+	char id[32];
+	size_t i;
+
+	ck_assert_uint_eq(fg_registry_device_count(reg), 5000);
+	for (i = 0; i < 5000; i++) {
+		const struct fg_cert *c;
+
+		fp = fp_of((int)i);
+		snprintf(id, sizeof(id), "meter-%05zu", i);
+		c = fg_registry_cert(reg, &fp);
+		ck_assert_ptr_nonnull(c);
+		ck_assert_str_eq(c->device->id, id);
+		ck_assert_ptr_eq(fg_registry_device(reg, id), c->device);
+	}
+	fp = fp_of(5000);
+	ck_assert_ptr_null(fg_registry_cert(reg, &fp));
+	ck_assert_ptr_null(fg_registry_device(reg, "meter-05000"));
+	ck_assert_ptr_null(fg_registry_account(reg, "Dash"));
+	ck_assert_str_eq(fg_registry_account(reg, "dash")->role, "dashboard");
+	fg_registry_free(reg);
+}
+END_TEST
+
+START_TEST(duplicate_fingerprints_and_orphan_certificates_are_refused)
+{
+	struct fg_registry *reg = fg_registry_new();
+	fg_fingerprint fp = fp_of(1);
+	char err[256] = "";
+
+	fg_registry_add_device(reg, "a", "m", FG_DEVICE_ACTIVE, false, NULL);
+	fg_registry_add_cert(reg, &fp, "a", 0, 1, 0);
+	fg_registry_add_cert(reg, &fp, "a", 0, 1, 0);
+	ck_assert_int_ne(fg_registry_finalise(reg, err, sizeof(err)), 0);
+	ck_assert_ptr_nonnull(strstr(err, "duplicate certificate"));
+	fg_registry_free(reg);
+
+	reg = fg_registry_new();
+	fg_registry_add_cert(reg, &fp, "ghost", 0, 1, 0);
+	ck_assert_int_ne(fg_registry_finalise(reg, err, sizeof(err)), 0);
+	ck_assert_ptr_nonnull(strstr(err, "unknown device"));
+	fg_registry_free(reg);
+}
+END_TEST
+
+static void tmp_path(char *buf, size_t len)
+{
+	snprintf(buf, len, "/tmp/fg-unit-%d.snapshot", (int)getpid());
+}
+
+START_TEST(snapshot_round_trip_keeps_every_field_and_is_mode_0600)
+{
+	struct fg_registry *reg = sample(50), *back;
+	const struct fg_cert *c;
+	fg_fingerprint fp = fp_of(7);
+	char path[128], err[256] = "";
+	struct stat st;
+
+	tmp_path(path, sizeof(path));
+	fg_registry_set_meta(reg, FG_REGISTRY_FROM_DATABASE, 1, 12345);
+	ck_assert_int_eq(fg_registry_save(reg, path, err, sizeof(err)), 0);
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_int_eq(st.st_mode & 0777, 0600);
+	back = fg_registry_load(path, err, sizeof(err));
+	ck_assert_msg(back != NULL, "load failed: %s", err);
+	ck_assert_int_eq(fg_registry_origin(back), FG_REGISTRY_FROM_SNAPSHOT);
+	ck_assert_int_eq(fg_registry_loaded_at(back), 12345);
+	ck_assert_uint_eq(fg_registry_device_count(back), 50);
+	c = fg_registry_cert(back, &fp);
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(c->revoked_at, 150);
+	ck_assert_int_eq(c->not_before, 100);
+	ck_assert_int_eq(c->not_after, 200);
+	ck_assert_str_eq(c->device->municipality, "north");
+	ck_assert(!c->device->require_api_key);
+	ck_assert(fg_registry_device(back, "meter-00003")->require_api_key);
+	ck_assert_str_eq(fg_registry_device(back, "meter-00003")->api_key_hash,
+	                 "$7$101$a$b");
+	ck_assert_str_eq(fg_registry_account(back, "dash")->municipality,
+	                 "north");
+	fg_registry_free(back);
+	fg_registry_free(reg);
+	unlink(path);
+}
+END_TEST
+
+START_TEST(tampered_truncated_or_world_readable_snapshots_are_refused)
+{
+	struct fg_registry *reg = sample(10);
+	char path[128], err[256] = "";
+	FILE *f;
+	long size;
+
+	tmp_path(path, sizeof(path));
+	ck_assert_int_eq(fg_registry_save(reg, path, err, sizeof(err)), 0);
+	fg_registry_free(reg);
+
+	/* Flip one byte of the body. */
+	f = fopen(path, "r+");
+	fseek(f, -5, SEEK_END);
+	fputc('X', f);
+	fclose(f);
+	ck_assert_ptr_null(fg_registry_load(path, err, sizeof(err)));
+	ck_assert_ptr_nonnull(strstr(err, "checksum"));
+
+	/* A torn write: the file cut in half. */
+	reg = sample(10);
+	fg_registry_save(reg, path, err, sizeof(err));
+	fg_registry_free(reg);
+	f = fopen(path, "r");
+	fseek(f, 0, SEEK_END);
+	size = ftell(f);
+	fclose(f);
+	ck_assert_int_eq(truncate(path, size / 2), 0);
+	ck_assert_ptr_null(fg_registry_load(path, err, sizeof(err)));
+
+	chmod(path, 0644);
+	ck_assert_ptr_null(fg_registry_load(path, err, sizeof(err)));
+	ck_assert_ptr_nonnull(strstr(err, "0600"));
+	unlink(path);
+	ck_assert_ptr_null(fg_registry_load(path, err, sizeof(err)));
+}
+END_TEST
+
+struct test_cfg {
+	char *name;
+	int count;
+	bool flag;
+	int mode;
+};
+
+static const char *const modes[] = {"off", "per_device", "all", NULL};
+static const struct fg_opt_spec specs[] = {
+    {"name", FG_OPT_STRING, offsetof(struct test_cfg, name), 0, 0, NULL},
+    {"count", FG_OPT_INT, offsetof(struct test_cfg, count), 1, 100, NULL},
+    {"flag", FG_OPT_BOOL, offsetof(struct test_cfg, flag), 0, 0, NULL},
+    {"mode", FG_OPT_ENUM, offsetof(struct test_cfg, mode), 0, 0, modes},
+};
+
+static int parse(struct test_cfg *cfg, struct mosquitto_opt *o, int n,
+                 char *err)
+{
+	struct fg_opt_table t = {specs, 4, cfg};
+
+	return fg_opts_parse(&t, 1, o, n, err, 256);
+}
+
+START_TEST(options_parse_with_trailing_blanks_trimmed)
+{
+	struct test_cfg cfg = {NULL, 5, false, 0};
+	struct mosquitto_opt o[] = {
+	    {(char *)"name", (char *)"  broker-1  "},
+	    {(char *)"count", (char *)"42 "},
+	    {(char *)"flag", (char *)"yes"},
+	    {(char *)"mode", (char *)"per_device\t"},
+	};
+	char err[256] = "";
+	struct fg_opt_table t = {specs, 4, &cfg};
+
+	ck_assert_msg(parse(&cfg, o, 4, err) == 0, "%s", err);
+	ck_assert_str_eq(cfg.name, "broker-1");
+	ck_assert_int_eq(cfg.count, 42);
+	ck_assert(cfg.flag);
+	ck_assert_int_eq(cfg.mode, 1);
+	fg_opts_free(&t);
+	ck_assert_ptr_null(cfg.name);
+}
+END_TEST
+
+START_TEST(bad_options_are_refused_with_the_option_named)
+{
+	static const struct {
+		const char *key, *value, *expect;
+	} cases[] = {
+	    {"colour", "red", "plugin_opt_colour: unknown option"},
+	    {"count", "0", "plugin_opt_count: '0' is not an integer"},
+	    {"count", "101", "plugin_opt_count"},
+	    {"count", "12abc", "plugin_opt_count"},
+	    {"count", "", "plugin_opt_count"},
+	    {"count", "99999999999999999999", "plugin_opt_count"},
+	    {"flag", "maybe", "plugin_opt_flag: 'maybe' is not true"},
+	    {"mode", "some", "is not one of: off, per_device, all"},
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct test_cfg cfg = {NULL, 5, false, 0};
+		struct mosquitto_opt o = {(char *)cases[i].key,
+		                          (char *)cases[i].value};
+		char err[256] = "";
+
+		ck_assert_int_ne(parse(&cfg, &o, 1, err), 0);
+		ck_assert_msg(strstr(err, cases[i].expect) != NULL,
+		              "case %zu: '%s'", i, err);
+		ck_assert_int_eq(cfg.count, 5);
+	}
+}
+END_TEST
+
+START_TEST(an_option_given_twice_is_refused)
+{
+	struct test_cfg cfg = {NULL, 5, false, 0};
+	struct mosquitto_opt o[] = {
+	    {(char *)"count", (char *)"1"},
+	    {(char *)"count", (char *)"2"},
+	};
+	char err[256] = "";
+
+	ck_assert_int_ne(parse(&cfg, o, 2, err), 0);
+	ck_assert_ptr_nonnull(strstr(err, "more than once"));
+}
+END_TEST
+
+START_TEST(runtime_options_are_recognised_and_range_checked)
+{
+	struct fg_runtime_config rc;
+	struct fg_opt_table t;
+	struct mosquitto_opt ok[] = {
+	    {(char *)"db", (char *)"host=127.0.0.1 password=hunter2"},
+	    {(char *)"audit_flush_ms", (char *)"50"},
+	};
+	struct mosquitto_opt bad = {(char *)"audit_batch_size", (char *)"0"};
+	char err[256] = "";
+
+	fg_runtime_config_init(&rc);
+	t = fg_runtime_opt_table(&rc);
+	ck_assert_int_eq(fg_opts_parse(&t, 1, ok, 2, err, sizeof(err)), 0);
+	ck_assert_str_eq(rc.db, "host=127.0.0.1 password=hunter2");
+	ck_assert_int_eq(rc.audit_flush_ms, 50);
+	ck_assert_int_eq(rc.retry_max_ms, -1);
+	ck_assert_int_ne(fg_opts_parse(&t, 1, &bad, 1, err, sizeof(err)), 0);
+	ck_assert_ptr_nonnull(strstr(err, "plugin_opt_audit_batch_size"));
+	/* String values are never echoed: they may hold a password. */
+	ok[0].key = (char *)"dbx";
+	ck_assert_int_ne(fg_opts_parse(&t, 1, ok, 1, err, sizeof(err)), 0);
+	ck_assert_ptr_null(strstr(err, "hunter2"));
+	fg_runtime_config_free(&rc);
+}
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("registry");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_test(tc, lookups_find_every_row_and_nothing_else);
+	tcase_add_test(
+	    tc, duplicate_fingerprints_and_orphan_certificates_are_refused);
+	tcase_add_test(tc,
+	               snapshot_round_trip_keeps_every_field_and_is_mode_0600);
+	tcase_add_test(
+	    tc, tampered_truncated_or_world_readable_snapshots_are_refused);
+	tcase_add_test(tc, options_parse_with_trailing_blanks_trimmed);
+	tcase_add_test(tc, bad_options_are_refused_with_the_option_named);
+	tcase_add_test(tc, an_option_given_twice_is_refused);
+	tcase_add_test(tc, runtime_options_are_recognised_and_range_checked);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? 0 : 1;
+}
