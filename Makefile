@@ -11,6 +11,8 @@ WARN := -Wall -Wextra -Wconversion -Wshadow -Wformat=2 -Wstrict-prototypes \
 	-Wwrite-strings -Wmissing-prototypes -Wno-sign-conversion -Werror
 OPT ?= -O2 -g
 SAN ?=
+# V=1 shows the compiler command lines.
+Q := $(if $(V),,@)
 # Flags that need the -dev packages are expanded lazily, so that `make deps`
 # works on a machine where they are not installed yet.
 PKG_CFLAGS = $(shell pkg-config --cflags libcjson 2>/dev/null) \
@@ -43,30 +45,36 @@ deps:
 
 $(BUILD)/obj/%.o: %.c $(wildcard common/*.h plugins/*/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -c -o $@ $<
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS_ALL) -c -o $@ $<
 
 $(RUNTIME): $(COMMON_OBJ)
-	$(CC) -shared -pthread $(SAN) -Wl,-soname,libfleetgate.so -o $@ $^ $(LIBS_RT)
+	@echo "  LD      $@"
+	$(Q)$(CC) -shared -pthread $(SAN) -Wl,-soname,libfleetgate.so -o $@ $^ $(LIBS_RT)
 
 $(BUILD)/fleetgate_auth.so: $(AUTH_OBJ) $(RUNTIME)
-	$(CC) -shared -pthread $(SAN) -o $@ $(AUTH_OBJ) -L$(BUILD) -lfleetgate \
+	@echo "  LD      $@"
+	$(Q)$(CC) -shared -pthread $(SAN) -o $@ $(AUTH_OBJ) -L$(BUILD) -lfleetgate \
 		-Wl,-rpath,'$$ORIGIN' $(LIBS_RT)
 
 $(BUILD)/tools/%: test/tools/%.c
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) -pthread -o $@ $< \
+	@echo "  CC      $@"
+	$(Q)$(CC) -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) -pthread -o $@ $< \
 		-lmosquitto -lssl -lcrypto -lpthread -lm
 
 $(BUILD)/tools/%: test/bench/%.c
 	@mkdir -p $(dir $@)
-	$(CC) -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) -pthread -o $@ $< \
+	@echo "  CC      $@"
+	$(Q)$(CC) -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) -pthread -o $@ $< \
 		-lmosquitto -lssl -lcrypto -lpthread -lm
 
 # Unit tests link the runtime and plugin objects statically, with the broker
 # API replaced by the stubs in test/unit/stubs.c (a link seam).
 $(BUILD)/unit/%: test/unit/%.c test/unit/stubs.c $(COMMON_OBJ) $(AUTH_OBJ)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -fvisibility=default -Iplugins/auth -o $@ $< \
+	@echo "  CC      $@"
+	$(Q)$(CC) $(CFLAGS_ALL) -fvisibility=default -Iplugins/auth -o $@ $< \
 		test/unit/stubs.c $(COMMON_OBJ) $(AUTH_OBJ) $(LIBS_RT) \
 		$(shell pkg-config --libs check 2>/dev/null)
 

@@ -34,7 +34,7 @@ static struct fg_runtime *runtime;
 #define CFG_OFF(f) offsetof(struct fg_runtime_config, f)
 
 static const struct fg_opt_spec runtime_specs[] = {
-    {"db", FG_OPT_STRING, CFG_OFF(db), 0, 0, NULL},
+    {"db_conninfo", FG_OPT_STRING, CFG_OFF(db), 0, 0, NULL},
     {"snapshot_file", FG_OPT_STRING, CFG_OFF(snapshot_file), 0, 0, NULL},
     {"broker_id", FG_OPT_STRING, CFG_OFF(broker_id), 0, 0, NULL},
     {"statement_timeout_ms", FG_OPT_INT, CFG_OFF(statement_timeout_ms), 100,

@@ -44,8 +44,9 @@ static const char *const LOAD_SQL[] = {
     "SELECT fingerprint, device_id, "
     "floor(extract(epoch FROM not_before))::bigint, "
     "floor(extract(epoch FROM not_after))::bigint, "
-    "coalesce(greatest(1, floor(extract(epoch FROM revoked_at)))::bigint, "
-    "0) FROM fleetgate.device_certificates",
+    "CASE WHEN revoked_at IS NULL THEN 0 "
+    "ELSE greatest(1, floor(extract(epoch FROM revoked_at)))::bigint END "
+    "FROM fleetgate.device_certificates",
     "SELECT username, password_hash, role, municipality_id, "
     "cross_municipality, disabled FROM fleetgate.accounts",
 };
@@ -302,7 +303,7 @@ static void *loader_main(void *arg)
 
 	fg_backoff_reset(&backoff, sy->s.retry_max_ms);
 	for (;;) {
-		int rc, n;
+		int rc, n, more;
 
 		if (sy->conn == NULL) {
 			if (connect_and_listen(sy) != 0 || reload(sy) != 0) {
@@ -329,7 +330,8 @@ static void *loader_main(void *arg)
 			/* Let the rest of a burst arrive, then load once. */
 			if (wait_fd(sy, -1, COALESCE_MS) < 0)
 				break;
-			n = drain_notifies(sy);
+			more = drain_notifies(sy);
+			n = more < 0 ? -1 : n + more;
 		}
 		if (n < 0) {
 			fg_log(MOSQ_LOG_ERR, LOG_PREFIX

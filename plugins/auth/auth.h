@@ -93,6 +93,7 @@ struct auth_session {
 	bool is_device;
 	char client_id[260];
 	char name[260]; /* device id or account username */
+	char address[64];
 	fg_fingerprint fp;
 	int64_t x509_not_after;
 	uint64_t secret_hash; /* of the api key or password hash used */

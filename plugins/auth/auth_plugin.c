@@ -143,7 +143,7 @@ static enum auth_reason read_request(struct mosquitto *client,
 
 static void remember(struct auth_plugin *p, struct mosquitto *client,
                      const struct auth_request *req,
-                     const struct auth_identity *id)
+                     const struct auth_identity *id, const char *address)
 {
 	struct auth_session s;
 
@@ -151,6 +151,7 @@ static void remember(struct auth_plugin *p, struct mosquitto *client,
 	s.client = client;
 	s.is_device = id->is_device;
 	snprintf(s.client_id, sizeof(s.client_id), "%s", req->client_id);
+	snprintf(s.address, sizeof(s.address), "%s", address ? address : "");
 	if (id->is_device) {
 		snprintf(s.name, sizeof(s.name), "%s", id->device->id);
 		s.fp = req->fp;
@@ -201,7 +202,7 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 		      req.username, fp, address);
 		return MOSQ_ERR_AUTH;
 	}
-	remember(p, ed->client, &req, &id);
+	remember(p, ed->client, &req, &id, address);
 	log_decision(p, "connect accepted", r, req.client_id,
 	             id.is_device ? id.device->id : req.username, address, fp);
 	audit(p, "connect", "accepted", r, id.is_device ? id.device->id : NULL,
@@ -215,6 +216,7 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 struct kick {
 	char client_id[260];
 	char name[260];
+	char address[64];
 	fg_fingerprint fp;
 	bool is_device;
 	enum auth_reason reason;
@@ -253,6 +255,8 @@ static void sweep(struct auth_plugin *p, bool mark_seen)
 			memcpy(kicks[nkicks].client_id, s->client_id,
 			       sizeof(s->client_id));
 			memcpy(kicks[nkicks].name, s->name, sizeof(s->name));
+			memcpy(kicks[nkicks].address, s->address,
+			       sizeof(s->address));
 			kicks[nkicks].fp = s->fp;
 			kicks[nkicks].is_device = s->is_device;
 			kicks[nkicks].reason = r;
@@ -264,10 +268,10 @@ static void sweep(struct auth_plugin *p, bool mark_seen)
 		const char *fp = k->is_device ? k->fp.hex : NULL;
 
 		log_decision(p, "disconnecting", k->reason, k->client_id,
-		             k->name, NULL, fp);
+		             k->name, k->address, fp);
 		audit(p, "kick", "kicked", k->reason,
 		      k->is_device ? k->name : NULL, k->client_id, k->name, fp,
-		      NULL);
+		      k->address);
 		mosquitto_kick_client_by_clientid(k->client_id, false);
 	}
 	free(kicks);

@@ -272,7 +272,7 @@ START_TEST(runtime_options_are_recognised_and_range_checked)
 	struct fg_runtime_config rc;
 	struct fg_opt_table t;
 	struct mosquitto_opt ok[] = {
-	    {(char *)"db", (char *)"host=127.0.0.1 password=hunter2"},
+	    {(char *)"db_conninfo", (char *)"host=127.0.0.1 password=hunter2"},
 	    {(char *)"audit_flush_ms", (char *)"50"},
 	};
 	struct mosquitto_opt bad = {(char *)"audit_batch_size", (char *)"0"};
