@@ -76,7 +76,8 @@ struct auth_identity {
 /*
  * Decide whether a client may connect, from the registry alone (NULL
  * registry: nothing is known, so everyone is refused). Returns AUTH_OK
- * and fills id, or the reason for refusal.
+ * and fills id, or the reason for refusal; a refused device whose
+ * certificate is registered still has id->device set, for the audit row.
  */
 enum auth_reason auth_decide(const struct fg_registry *reg,
                              const struct auth_config *cfg,

@@ -77,6 +77,10 @@ static enum auth_reason decide_device(const struct fg_registry *reg,
 
 	if (c == NULL)
 		return AUTH_UNKNOWN_CERTIFICATE;
+	/* Known from here on, admitted or not: the audit row names it. */
+	id->is_device = true;
+	id->device = c->device;
+	id->cert = c;
 	r = check_cert_window(c, req->x509_not_before, req->x509_not_after,
 	                      now);
 	if (r != AUTH_OK)
@@ -93,9 +97,6 @@ static enum auth_reason decide_device(const struct fg_registry *reg,
 	     fg_passwd_verify(c->device->api_key_hash, req->password) !=
 	         FG_PASSWD_MATCH))
 		return AUTH_BAD_API_KEY;
-	id->is_device = true;
-	id->device = c->device;
-	id->cert = c;
 	return AUTH_OK;
 }
 

@@ -62,10 +62,10 @@ static const struct {
 
 /* Log one decision; refusals are bounded to a burst per second so that a
  * device retrying in a loop cannot flood the log. */
-static void log_decision(struct auth_plugin *p, const char *what,
-                         enum auth_reason r, const char *client_id,
-                         const char *username, const char *address,
-                         const char *fp)
+static void log_decision(struct auth_plugin *p, const char *event,
+                         const char *outcome, enum auth_reason r,
+                         const char *client_id, const char *username,
+                         const char *address, const char *fp)
 {
 	char cid[130], user[130], addr[64];
 	int64_t now = fg_mono_ms();
@@ -89,9 +89,9 @@ static void log_decision(struct auth_plugin *p, const char *what,
 	}
 	mosquitto_log_printf(
 	    MOSQ_LOG_NOTICE,
-	    AUTH_LOG " %s client_id=%s username=%s address=%s reason=%s "
+	    AUTH_LOG " %s %s client_id=%s username=%s address=%s reason=%s "
 	             "fingerprint=%s",
-	    what, fg_sanitize(client_id, cid, sizeof(cid)),
+	    event, outcome, fg_sanitize(client_id, cid, sizeof(cid)),
 	    fg_sanitize(username, user, sizeof(user)),
 	    fg_sanitize(address, addr, sizeof(addr)), auth_reason_str(r),
 	    fp ? fp : "-");
@@ -179,9 +179,13 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	struct auth_request req;
 	struct auth_identity id;
 	enum auth_reason r;
-	const char *fp;
+	const char *fp, *device_id;
+	/* SIGHUP makes the broker authenticate connected clients again. */
+	const char *event_name =
+	    auth_sessions_get(&p->sessions, ed->client) ? "reauth" : "connect";
 
 	(void)event;
+	memset(&id, 0, sizeof(id));
 	r = read_request(ed->client, ed, &req);
 	if (r == AUTH_OK)
 		r = auth_decide(fg_runtime_registry(p->rt), &p->cfg, &req,
@@ -196,18 +200,19 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 		/* A client refused on a re-check (SIGHUP) must not stay
 		 * tracked under its old identity. */
 		auth_sessions_remove(&p->sessions, ed->client);
-		log_decision(p, "connect refused", r, req.client_id,
+		log_decision(p, event_name, "refused", r, req.client_id,
 		             req.username, address, fp);
-		audit(p, "connect", "refused", r, NULL, req.client_id,
+		audit(p, event_name, "refused", r,
+		      id.device ? id.device->id : NULL, req.client_id,
 		      req.username, fp, address);
 		return MOSQ_ERR_AUTH;
 	}
 	remember(p, ed->client, &req, &id, address);
-	log_decision(p, "connect accepted", r, req.client_id,
-	             id.is_device ? id.device->id : req.username, address, fp);
-	audit(p, "connect", "accepted", r, id.is_device ? id.device->id : NULL,
-	      req.client_id, id.is_device ? id.device->id : req.username, fp,
-	      address);
+	device_id = id.is_device ? id.device->id : NULL;
+	log_decision(p, event_name, "accepted", r, req.client_id,
+	             device_id ? device_id : req.username, address, fp);
+	audit(p, event_name, "accepted", r, device_id, req.client_id,
+	      device_id ? device_id : req.username, fp, address);
 	if (id.is_device)
 		fg_runtime_seen(p->rt, id.device->id);
 	return MOSQ_ERR_SUCCESS;
@@ -267,8 +272,8 @@ static void sweep(struct auth_plugin *p, bool mark_seen)
 		const struct kick *k = &kicks[i];
 		const char *fp = k->is_device ? k->fp.hex : NULL;
 
-		log_decision(p, "disconnecting", k->reason, k->client_id,
-		             k->name, k->address, fp);
+		log_decision(p, "kick", "disconnecting", k->reason,
+		             k->client_id, k->name, k->address, fp);
 		audit(p, "kick", "kicked", k->reason,
 		      k->is_device ? k->name : NULL, k->client_id, k->name, fp,
 		      k->address);

@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# ok takes its condition as a string to evaluate, hence single quotes.
+# shellcheck disable=SC2016,SC2119 source-path=SCRIPTDIR
+# auth-outage.sh: the auth plugin when PostgreSQL is not there.
+#
+# PostgreSQL down at start with a snapshot (the last known registry is
+# used) and without one (nobody is admitted); PostgreSQL coming up later,
+# restarted under a running broker, and refusing the plugin for a while:
+# the broker catches up each time without a restart.
+set -euo pipefail
+# shellcheck source=../lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/../lib.sh"
+fg_setup
+
+[[ -f $FG_BUILD/fleetgate_auth.so ]] ||
+	fg_bail "$FG_BUILD/fleetgate_auth.so is not built: run make"
+
+# Short reconnect back-off keeps the suite fast; the behaviour under test
+# does not depend on it.
+RETRY="plugin_opt_retry_max_ms 300"
+
+expect_rc() {
+	if [[ $FG_RC =~ ^($1)$ ]]; then
+		pass "$2"
+	else
+		fail "$2" "fg_client exit code $FG_RC, expected $1; output:" \
+			"$FG_OUT"
+	fi
+}
+
+fg_pg_start || fg_bail "PostgreSQL did not start"
+fg_ca_make ca
+fg_server_cert
+for d in dev-known dev-target dev-gone; do
+	fg_device_cert "$d"
+	fg_register_device "$d" m1 "$FG_CERTS/$d.crt"
+done
+fg_device_cert dev-unknown # never registered
+fg_device_cert dev-after   # registered once PostgreSQL is back
+fg_device_cert dev-late    # registered while the plugin is shut out
+fg_add_account ops 'ops password' operator m1
+
+# --- PostgreSQL down at start, with a snapshot ------------------------------
+fg_broker_start snap "$RETRY" || fg_bail "broker snap did not start"
+fg_connect_until 0 5 snap dev-known || true
+expect_rc 0 "with PostgreSQL up the known device is admitted"
+if fg_wait_until 5 test -s "$FG_TMP/snap.snapshot"; then
+	pass "the broker writes its registry snapshot"
+else
+	fail "the broker writes its registry snapshot" "$(ls -l "$FG_TMP")"
+fi
+is "$(stat -c %a "$FG_TMP/snap.snapshot" 2>/dev/null)" 600 \
+	"the snapshot file is mode 0600"
+fg_broker_stop snap
+fg_pg_stop || fg_bail "PostgreSQL did not stop"
+
+fg_broker_start snap "$RETRY" ||
+	fg_bail "broker snap did not start while PostgreSQL is down"
+ok 'fg_wait_log snap "fleetgate[-a-z]*: .*using registry snapshot" 3' \
+	"with PostgreSQL down at start the log says the snapshot is used"
+fg_connect snap dev-known
+expect_rc 0 "with PostgreSQL down at start a device known to the snapshot is admitted"
+fg_connect snap dev-unknown
+expect_rc 2 "with PostgreSQL down at start an unknown device is refused"
+fg_connect_plain snap ops-1 --username ops --password 'ops password'
+expect_rc 0 "with PostgreSQL down at start an account known to the snapshot is admitted"
+
+# --- PostgreSQL down at start, without a snapshot ---------------------------
+fg_broker_start nosnap "$RETRY" ||
+	fg_bail "broker nosnap did not start while PostgreSQL is down"
+nosnap_pid=${FG_BROKER_PID[nosnap]}
+ok 'fg_wait_log nosnap "fleetgate[-a-z]*: .*no registry snapshot" 3' \
+	"without a snapshot the log says that nobody is admitted, and why"
+fg_connect nosnap dev-known
+expect_rc 2 "without a snapshot a registered device is refused"
+refusal="fleetgate-auth: connect refused .*client_id=dev-known"
+refusal+=" .*reason=registry_unavailable"
+ok 'fg_wait_log nosnap "$refusal" 2' \
+	"the refusal is logged with reason registry_unavailable"
+fg_connect_plain nosnap ops-2 --username ops --password 'ops password'
+expect_rc 2 "without a snapshot an account is refused"
+
+# --- PostgreSQL comes up -----------------------------------------------------
+fg_pg_resume || fg_bail "PostgreSQL did not start again"
+fg_connect_until 0 10 nosnap dev-known || true
+expect_rc 0 "once PostgreSQL is up the broker without a snapshot admits the device"
+is "${FG_BROKER_PID[nosnap]}" "$nosnap_pid" "... without being restarted"
+ok 'fg_wait_until 5 test -s "$FG_TMP/nosnap.snapshot"' \
+	"and it writes a snapshot then"
+fg_register_device dev-after m1 "$FG_CERTS/dev-after.crt"
+fg_connect_until 0 10 snap dev-after || true
+expect_rc 0 "the broker started from the snapshot follows the database once it is up"
+
+# --- PostgreSQL restarted under a running broker ---------------------------
+fg_connect_bg target nosnap dev-target dev-target --wait-disconnect 60
+fg_client_wait_line target '^ready$' 5 || true
+fg_log_mark nosnap
+fg_pg_restart || fg_bail "PostgreSQL did not restart"
+ok 'fg_wait_log nosnap "fleetgate[-a-z]*: .*reconnected to database" 10' \
+	"after a PostgreSQL restart the plugin reconnects by itself"
+ok 'fg_client_alive target' "a connected device stays connected through the restart"
+fg_connect nosnap dev-known
+expect_rc 0 "a device is admitted after the restart"
+fg_expect_kick \
+	"a revoke made after the restart disconnects the device within ${FG_KICK_LIMIT_MS} ms" \
+	target fg_revoke dev-target "after restart"
+
+# --- changes made while the plugin was shut out ------------------------------
+fg_connect_bg gone nosnap dev-gone dev-gone --wait-disconnect 60
+fg_client_wait_line gone '^ready$' 5 || true
+fg_psql_super "alter role fg_broker nologin;
+	select count(pg_terminate_backend(pid)) from pg_stat_activity
+	where usename = 'fg_broker'" >/dev/null
+if fg_wait_sql "select count(*) from pg_stat_activity
+	where usename = 'fg_broker'" 0 5; then
+	pass "the plugin's database sessions are cut and it cannot log in"
+else
+	fail "the plugin's database sessions are cut and it cannot log in"
+fi
+fg_register_device dev-late m1 "$FG_CERTS/dev-late.crt"
+fg_revoke dev-gone "while the broker was shut out"
+fg_connect nosnap dev-known
+expect_rc 0 "while shut out the broker still admits from the registry in memory"
+ok 'fg_client_alive gone' \
+	"while shut out a device revoked meanwhile stays connected (nobody told the broker)"
+fg_psql_super "alter role fg_broker login" >/dev/null
+fg_connect_until 0 10 nosnap dev-late || true
+expect_rc 0 "a device registered while the plugin was shut out is admitted after it reconnects"
+fg_client_wait gone 10
+like "$(fg_field "$FG_OUT" epoch_ms)" '^[0-9]+$' \
+	"a device revoked while the plugin was shut out is disconnected after it reconnects"
+fg_connect nosnap dev-gone
+expect_rc 2 "and it is refused from then on"
+
+ok 'fg_broker_alive snap && fg_broker_alive nosnap' \
+	"both brokers are still running at the end"

@@ -1,0 +1,350 @@
+#!/usr/bin/env bash
+# ok takes its condition as a string to evaluate, hence single quotes.
+# shellcheck disable=SC2016,SC2119 source-path=SCRIPTDIR
+# auth.sh: the auth plugin decides at connect, with real clients against a
+# real broker and a real registry, and disconnects clients when the
+# registry turns against them.
+#
+# One PostgreSQL cluster and one broker ("main") serve every case; a second
+# broker ("second") joins for the last one. Devices the cases need are
+# registered before the broker starts (its first registry load), except
+# where a case is about a change that reaches a running broker.
+set -euo pipefail
+# shellcheck source=../lib.sh
+. "$(dirname -- "${BASH_SOURCE[0]}")/../lib.sh"
+fg_setup
+
+[[ -f $FG_BUILD/fleetgate_auth.so ]] ||
+	fg_bail "$FG_BUILD/fleetgate_auth.so is not built: run make"
+
+# expect_rc WANT DESC: the last fg_client run exited with WANT (0 admitted,
+# 2 refused with a CONNACK, 3 TLS/network failure; "2|3" for either).
+expect_rc() {
+	if [[ $FG_RC =~ ^($1)$ ]]; then
+		pass "$2"
+	else
+		fail "$2" "fg_client exit code $FG_RC, expected $1; output:" \
+			"$FG_OUT"
+	fi
+}
+
+# expect_audit DESC WHERE [psql -v args]: an audit row after the mark
+# matches WHERE within 3 s.
+expect_audit() {
+	local desc=$1
+	shift
+	if fg_wait_audit 3 "$@"; then
+		pass "$desc"
+	else
+		fail "$desc" "no audit row where $1; rows since the mark:" \
+			"$(fg_audit_rows true)"
+	fi
+}
+
+# refused_at_connect DESC CERT CLIENT_ID REASON: the plugin refuses the
+# connect with a CONNACK, and the refusal is audited with REASON.
+refused_at_connect() {
+	local desc=$1 cert=$2 id=$3 reason=$4
+	fg_connect main "$cert" "$id"
+	expect_rc 2 "$desc"
+	expect_audit "refused connect of $id is audited with reason $reason" \
+		"event = 'connect' and outcome = 'refused' and reason = :'r'
+		 and client_id = :'c' and broker_id = 'main'" \
+		-v r="$reason" -v c="$id"
+}
+
+hex() {
+	printf '%s' "$1" | od -An -tx1 | tr -d ' \n'
+}
+
+# --- registry and certificates --------------------------------------------
+fg_pg_start || fg_bail "PostgreSQL did not start"
+fg_ca_make ca
+fg_ca_make impostor # same subject name as ca
+fg_server_cert
+
+for d in dev-ok dev-revoked dev-reg-expired dev-reg-future dev-victim \
+	dev-other dev-susp dev-decom dev-kick-rev dev-kick-susp dev-seen \
+	dev-multi; do
+	fg_device_cert "$d"
+	fg_register_device "$d" m1 "$FG_CERTS/$d.crt"
+done
+fg_device_cert dev-unknown # never registered
+
+# The registry's window is in the past / future while the X.509 is valid.
+fg_device_cert dev-reg-expired2
+fg_register_device dev-reg-expired2 m1 "$FG_CERTS/dev-reg-expired2.crt" \
+	"$(fg_iso_date '-10 days')" "$(fg_iso_date '-1 hour')"
+fg_device_cert dev-reg-future2
+fg_register_device dev-reg-future2 m1 "$FG_CERTS/dev-reg-future2.crt" \
+	"$(fg_iso_date '+1 hour')" "$(fg_iso_date '+30 days')"
+# The X.509 window is in the past / future while the registry's is current.
+fg_device_cert_expired dev-x509-expired
+fg_register_device dev-x509-expired m1 "$FG_CERTS/dev-x509-expired.crt" \
+	"$(fg_iso_date '-60 days')" "$(fg_iso_date '+30 days')"
+fg_device_cert_future dev-x509-future
+fg_register_device dev-x509-future m1 "$FG_CERTS/dev-x509-future.crt" \
+	"$(fg_iso_date '-1 day')" "$(fg_iso_date '+60 days')"
+# Signed by the impostor CA, with its fingerprint registered, so that only
+# the CA check can stop it.
+fg_device_cert dev-impostor impostor
+fg_register_device dev-impostor m1 "$FG_CERTS/dev-impostor.crt"
+# A device id of exactly 64 characters, the longest allowed.
+long_id=dev-$(printf 'L%.0s' {1..60})
+fg_device_cert "$long_id" ca 30 dev-long
+fg_register_device "$long_id" m1 "$FG_CERTS/dev-long.crt"
+# Rotation: the old certificate now, the new one once the broker runs.
+fg_device_cert dev-rot ca 30 dev-rot-old
+fg_register_device dev-rot m1 "$FG_CERTS/dev-rot-old.crt"
+fg_device_cert dev-rot ca 30 dev-rot-new
+
+fg_revoke dev-revoked "key leaked"
+fg_psql_admin "select fleetgate.decommission_device('dev-decom', 'scrapped')" \
+	>/dev/null
+fg_add_account dash 'correct horse' dashboard m1
+fg_add_account dash-off 'battery staple' dashboard m1
+
+fg_audit_mark
+fg_broker_start main || fg_bail "broker main did not start"
+
+# --- admitted -------------------------------------------------------------
+start=$(fg_now_ms)
+fg_connect_until 0 5 main dev-ok || true
+expect_rc 0 "a registered device with a valid certificate is admitted"
+if (($(fg_now_ms) - start > 300)); then
+	fg_diag "the first admission took $(($(fg_now_ms) - start)) ms after the broker started"
+fi
+expect_audit "the admission is audited as 'connect accepted'" \
+	"event = 'connect' and outcome = 'accepted' and client_id = 'dev-ok'
+	 and device_id = 'dev-ok' and broker_id = 'main' and source = 'auth'"
+expect_audit "the audit row of the admission records the fingerprint" \
+	"event = 'connect' and outcome = 'accepted' and client_id = 'dev-ok'
+	 and fingerprint = :'fp'" -v fp="${FG_FP[dev-ok]}"
+ok 'mosquitto_pub -h 127.0.0.1 -p "${FG_TLS_PORT[main]}" --cafile "$FG_CERTS/ca.crt" \
+	--cert "$FG_CERTS/dev-ok.crt" --key "$FG_CERTS/dev-ok.key" -i dev-ok \
+	-t fg/test -m hello -q 1' \
+	"mosquitto_pub with the valid device certificate is admitted"
+fg_connect main dev-ok dev-ok --v311
+expect_rc 0 "the valid device is admitted over MQTT 3.1.1 as well"
+fg_connect main dev-long
+expect_rc 0 "a device id of 64 characters is admitted"
+
+# --- refused by the plugin -------------------------------------------------
+refused_at_connect "a certificate the registry does not know is refused" \
+	dev-unknown dev-unknown unknown_certificate
+refused_at_connect "a revoked certificate is refused" \
+	dev-revoked dev-revoked certificate_revoked
+refusal="fleetgate-auth: connect refused .*client_id=dev-revoked"
+refusal+=" .*reason=certificate_revoked"
+ok 'fg_wait_log main "$refusal" 2' \
+	"the refusal is logged with client id and reason"
+ok '! mosquitto_pub -h 127.0.0.1 -p "${FG_TLS_PORT[main]}" --cafile "$FG_CERTS/ca.crt" \
+	--cert "$FG_CERTS/dev-revoked.crt" --key "$FG_CERTS/dev-revoked.key" \
+	-i dev-revoked -t fg/test -m hello -q 1 2>/dev/null' \
+	"mosquitto_pub with the revoked certificate is refused"
+refused_at_connect \
+	"a certificate past the registry's not_after is refused although its X.509 is valid" \
+	dev-reg-expired2 dev-reg-expired2 certificate_expired
+refused_at_connect \
+	"a certificate before the registry's not_before is refused although its X.509 is valid" \
+	dev-reg-future2 dev-reg-future2 certificate_not_yet_valid
+refused_at_connect "a decommissioned device is refused" \
+	dev-decom dev-decom device_decommissioned
+
+# --- refused by TLS (or by the plugin) ---------------------------------------
+fg_connect main dev-x509-expired
+expect_rc '2|3' "an X.509-expired certificate is refused (TLS or plugin)"
+fg_connect main dev-x509-future
+expect_rc '2|3' "an X.509-not-yet-valid certificate is refused (TLS or plugin)"
+fg_connect main dev-impostor
+expect_rc '2|3' "a registered certificate signed by another CA with the same name is refused"
+is "$(fg_audit_count "outcome = 'accepted' and client_id in
+	('dev-x509-expired', 'dev-x509-future', 'dev-impostor')")" 0 \
+	"none of them was admitted"
+
+# --- client id ------------------------------------------------------------
+fg_connect_bg victim main dev-victim dev-victim --hold 30
+if fg_client_wait_line victim '^connack rc=0 ' 5; then
+	pass "the victim device is connected"
+else
+	fail "the victim device is connected" "$(fg_client_out victim)"
+fi
+refused_at_connect "a valid certificate with another device's client id is refused" \
+	dev-other dev-victim client_id_mismatch
+sleep 0.3
+if fg_client_alive victim && ! grep -q disconnected "$FG_TMP/clients/victim.out"; then
+	pass "the other device's existing session is not taken over"
+else
+	fail "the other device's existing session is not taken over" \
+		"$(fg_client_out victim)"
+fi
+fg_client_stop victim
+
+fg_audit_mark
+for id in 'dev-ok+' 'dev-ok#' 'dev/ok' "dev-ok$(printf 'x%.0s' {1..59})"; do
+	fg_connect main dev-ok "$id"
+	shown=$id
+	if ((${#id} > 20)); then
+		shown="${id:0:10}... (${#id} characters)"
+	fi
+	expect_rc 2 "the hostile client id '$shown' is refused"
+done
+if fg_wait_until 3 fg_sql_is "select count(*) >= 4 from fleetgate.audit_events
+	where id > $FG_AUDIT_MARK and event = 'connect' and outcome = 'refused'
+	and reason = 'invalid_client_id'" t; then
+	pass "the hostile client ids are audited with reason invalid_client_id"
+else
+	fail "the hostile client ids are audited with reason invalid_client_id" \
+		"$(fg_audit_rows "event = 'connect'")"
+fi
+for ctl in 01 1b 7f; do
+	fg_client_run --raw --id-hex "$(hex dev-ok)$ctl" --host 127.0.0.1 \
+		--port "${FG_TLS_PORT[main]}" --cafile "$FG_CERTS/ca.crt" \
+		--cert "$FG_CERTS/dev-ok.crt" --key "$FG_CERTS/dev-ok.key"
+	expect_rc '2|3' "a client id holding control character 0x$ctl is refused (broker or plugin)"
+done
+is "$(fg_audit_count "outcome = 'accepted'")" 0 \
+	"no hostile client id was admitted"
+
+# --- suspension and reactivation -----------------------------------------
+fg_psql_admin "select fleetgate.suspend_device('dev-susp', 'stolen')" >/dev/null
+fg_audit_mark
+fg_connect_until 2 3 main dev-susp || true
+expect_rc 2 "a suspended device is refused"
+expect_audit "the refusal of the suspended device is audited with reason device_suspended" \
+	"event = 'connect' and outcome = 'refused' and reason = 'device_suspended'
+	 and client_id = 'dev-susp'"
+fg_psql_admin "select fleetgate.reactivate_device('dev-susp')" >/dev/null
+fg_connect_until 0 3 main dev-susp || true
+expect_rc 0 "the device is admitted again once reactivated"
+
+# --- rotation -------------------------------------------------------------
+fg_add_certificate dev-rot "$FG_CERTS/dev-rot-new.crt" >/dev/null
+fg_connect_until 0 3 main dev-rot-new || true
+expect_rc 0 "during rotation the new certificate is admitted"
+fg_connect main dev-rot-old
+expect_rc 0 "during rotation the old certificate is still admitted"
+fg_revoke dev-rot-old "rotated"
+fg_audit_mark
+fg_connect_until 2 3 main dev-rot-old || true
+expect_rc 2 "after the old certificate is revoked it is refused"
+expect_audit "the refusal of the old certificate is audited with reason certificate_revoked" \
+	"event = 'connect' and outcome = 'refused' and reason = 'certificate_revoked'
+	 and client_id = 'dev-rot' and fingerprint = :'fp'" -v fp="${FG_FP[dev-rot-old]}"
+fg_connect main dev-rot-new
+expect_rc 0 "after the old certificate is revoked the new one is still admitted"
+
+# --- kicks ----------------------------------------------------------------
+fg_connect_bg kick-rev main dev-kick-rev dev-kick-rev --wait-disconnect 10
+fg_connect_bg kick-susp main dev-kick-susp dev-kick-susp --v311 --wait-disconnect 10
+fg_client_wait_line kick-rev '^ready$' 5 || true
+fg_client_wait_line kick-susp '^ready$' 5 || true
+fg_audit_mark
+fg_expect_kick \
+	"revoking a connected device's certificate kicks it within ${FG_KICK_LIMIT_MS} ms" \
+	kick-rev fg_revoke dev-kick-rev "stolen"
+like "$(fg_field "$FG_OUT" rc)" '^152$' \
+	"the MQTT 5 client is told why (DISCONNECT 0x98, administrative action)"
+expect_audit "the kick is audited as 'kick kicked' with reason certificate_revoked" \
+	"event = 'kick' and outcome = 'kicked' and device_id = 'dev-kick-rev'
+	 and reason = 'certificate_revoked' and broker_id = 'main'"
+fg_connect main dev-kick-rev
+expect_rc 2 "the kicked device cannot come back"
+fg_expect_kick \
+	"suspending a connected device disconnects it within ${FG_KICK_LIMIT_MS} ms of the commit" \
+	kick-susp fg_psql_admin "select fleetgate.suspend_device('dev-kick-susp', 'lost')"
+expect_audit "the kick is audited with reason device_suspended" \
+	"event = 'kick' and outcome = 'kicked' and device_id = 'dev-kick-susp'
+	 and reason = 'device_suspended'"
+
+# --- accounts on the plain listener ---------------------------------------
+fg_audit_mark
+ok 'mosquitto_pub -h 127.0.0.1 -p "${FG_PLAIN_PORT[main]}" -u dash -P "correct horse" \
+	-i dash-pub -t fg/dash -m hello -q 1' \
+	"a dashboard account with the right password is admitted (mosquitto_pub)"
+ok 'mosquitto_sub -h 127.0.0.1 -p "${FG_PLAIN_PORT[main]}" -u dash -P "correct horse" \
+	-i dash-sub -t fg/dash -E' \
+	"a dashboard account with the right password is admitted (mosquitto_sub)"
+fg_connect_plain main dash-1 --username dash --password 'correct horse'
+expect_rc 0 "a dashboard account with the right password is admitted (fg_client)"
+expect_audit "the account's admission is audited with its username" \
+	"event = 'connect' and outcome = 'accepted' and username = 'dash'
+	 and client_id = 'dash-1'"
+ok '! mosquitto_pub -h 127.0.0.1 -p "${FG_PLAIN_PORT[main]}" -u dash -P wrong \
+	-i dash-pub -t fg/dash -m hello -q 1 2>/dev/null' \
+	"a dashboard account with a wrong password is refused (mosquitto_pub)"
+fg_connect_plain main dash-2 --username dash --password wrong
+expect_rc 2 "a dashboard account with a wrong password is refused (fg_client)"
+expect_audit "the wrong password is audited with reason bad_password" \
+	"event = 'connect' and outcome = 'refused' and reason = 'bad_password'
+	 and client_id = 'dash-2' and username = 'dash'"
+fg_connect_plain main dash-3 --username nobody-here --password 'correct horse'
+expect_rc 2 "an unknown username is refused"
+expect_audit "the unknown username is audited with reason unknown_account" \
+	"event = 'connect' and outcome = 'refused' and reason = 'unknown_account'
+	 and client_id = 'dash-3'"
+fg_connect_plain main dash-4
+expect_rc 2 "a client without certificate or username is refused"
+expect_audit "it is audited with reason no_credentials" \
+	"event = 'connect' and outcome = 'refused' and reason = 'no_credentials'
+	 and client_id = 'dash-4'"
+fg_connect_plain main 'dash#5' --username dash --password 'correct horse'
+expect_rc 2 "an account with a hostile client id is refused"
+fg_connect_plain main dash-6 --username dash-off --password 'battery staple'
+expect_rc 0 "a second account is admitted before it is disabled"
+fg_psql_admin "update fleetgate.accounts set disabled = true
+	where username = 'dash-off'" >/dev/null
+fg_retry_rc 2 3 fg_connect_plain main dash-6 --username dash-off \
+	--password 'battery staple' || true
+expect_rc 2 "a disabled account is refused"
+expect_audit "the disabled account is audited with reason account_disabled" \
+	"event = 'connect' and outcome = 'refused' and reason = 'account_disabled'
+	 and username = 'dash-off'"
+
+# --- last seen --------------------------------------------------------------
+is "$(fg_psql_super "select last_seen_at is null from fleetgate.devices
+	where id = 'dev-seen'")" t "a device that never connected has no last_seen_at"
+before=$(fg_psql_super "select now()")
+fg_connect_bg seen main dev-seen dev-seen --hold 10
+fg_client_wait_line seen '^connack rc=0 ' 5 || true
+if fg_wait_sql "select last_seen_at >= '$before'::timestamptz - interval '1 second'
+	from fleetgate.devices where id = 'dev-seen'" t 5; then
+	pass "last_seen_at is set within 5 s of a connect"
+else
+	fail "last_seen_at is set within 5 s of a connect" \
+		"$(fg_psql_super "select last_seen_at from fleetgate.devices
+			where id = 'dev-seen'")"
+fi
+fg_client_stop seen
+
+# --- two brokers, one registry ---------------------------------------------
+fg_broker_start second || fg_bail "broker second did not start"
+fg_connect_bg multi-main main dev-multi dev-multi --wait-disconnect 10
+fg_connect_bg multi-second second dev-multi dev-multi --wait-disconnect 10
+ready=0
+fg_client_wait_line multi-main '^ready$' 5 && ready=$((ready + 1))
+# The second broker's first registry load may still be under way.
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+	if fg_client_wait_line multi-second '^ready$' 5; then
+		ready=$((ready + 1))
+		break
+	fi
+	fg_client_wait multi-second 1
+	fg_connect_bg multi-second second dev-multi dev-multi --wait-disconnect 10
+	sleep 0.2
+done
+is "$ready" 2 "one device is connected to each of two brokers"
+fg_audit_mark
+fg_expect_kick \
+	"revoking its certificate disconnects it from both brokers within ${FG_KICK_LIMIT_MS} ms" \
+	"multi-main multi-second" fg_revoke dev-multi "compromised"
+if fg_wait_sql "select string_agg(distinct broker_id, ',' order by broker_id)
+	from fleetgate.audit_events where id > $FG_AUDIT_MARK and event = 'kick'
+	and device_id = 'dev-multi'" "main,second" 3; then
+	pass "each broker audits its own kick"
+else
+	fail "each broker audits its own kick" "$(fg_audit_rows "event = 'kick'")"
+fi
+
+ok 'fg_broker_alive main && fg_broker_alive second' \
+	"both brokers are still running at the end"

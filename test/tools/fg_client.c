@@ -1,0 +1,791 @@
+/*
+ * fg_client: MQTT test client for the fleetgate integration tests.
+ *
+ * It connects to a broker (TLS with a client certificate, or plain TCP),
+ * reports the broker's answer to CONNECT as one line and exits with a code
+ * the test scripts can assert on. It can also stay connected and report
+ * when, and how fast, the broker disconnects it.
+ *
+ * Usage:
+ *   fg_client --host H --port P --id CLIENTID
+ *             [--cafile F --cert F --key F]   TLS (all three, or --cafile
+ *                                             alone for TLS without a
+ *                                             client certificate)
+ *             [--username U] [--password P]
+ *             [--v5 | --v311]                 protocol (default v5)
+ *             [--timeout S]                   wait for CONNACK (default 5)
+ *             [--hold S]                      stay connected S seconds
+ *             [--wait-disconnect S]           expect a disconnect within S
+ *             [--raw --id-hex HEX]            hand-built CONNECT (see below)
+ *
+ * Output (stdout, one line each, flushed at once):
+ *   connack rc=N reason=TEXT      the broker's CONNACK; N is the MQTT 3.1.1
+ *                                 return code or the MQTT 5 reason code
+ *   error stage=S rc=N text=TEXT  TLS or network failure before a CONNACK
+ *   ready                         (--wait-disconnect) connected; the test
+ *                                 may now make the change under test
+ *   disconnected after_ms=N ms_since_signal=N epoch_ms=N rc=N
+ *                                 the broker closed the connection:
+ *                                 after_ms counts from the CONNACK,
+ *                                 ms_since_signal from the last SIGUSR1
+ *                                 (-1 if none arrived), epoch_ms is the
+ *                                 CLOCK_REALTIME time of the disconnect in
+ *                                 milliseconds, for comparison with a time
+ *                                 the test script took; rc is the MQTT 5
+ *                                 DISCONNECT reason or the library error
+ *   held ms=N                     (--hold) still connected at the end
+ *   timeout waited_ms=N           (--wait-disconnect) still connected
+ *
+ * Exit codes:
+ *   0  CONNACK accepted (with --hold: and still connected at the end;
+ *      with --wait-disconnect: and the broker disconnected the client
+ *      within the time allowed)
+ *   1  usage error or local failure (bad files, out of memory)
+ *   2  CONNACK received with a refusal code
+ *   3  TLS or network error, or the connection closed before any CONNACK,
+ *      or no CONNACK within --timeout
+ *   4  with --hold: the broker disconnected the client early;
+ *      with --wait-disconnect: the broker did not disconnect it in time
+ *
+ * SIGUSR1 marks the reference time for ms_since_signal. SIGTERM and SIGINT
+ * end the client with a clean DISCONNECT and exit code 0.
+ *
+ * --raw sends a CONNECT built by hand (over OpenSSL for TLS), with the
+ * client identifier given as hex bytes by --id-hex. It exists to send
+ * identifiers that libmosquitto refuses to put on the wire, such as ones
+ * holding control characters, so that the broker's answer to them can be
+ * tested. It only reports the CONNACK (or its absence).
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <mosquitto.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+enum {
+	EXIT_ACCEPTED = 0,
+	EXIT_USAGE = 1,
+	EXIT_REFUSED = 2,
+	EXIT_NETWORK = 3,
+	EXIT_UNEXPECTED = 4
+};
+
+#define RAW_ID_MAX 1024
+#define RAW_BUF_MAX 4096
+
+struct options {
+	const char *host;
+	int port;
+	const char *cafile;
+	const char *cert;
+	const char *key;
+	const char *id;
+	const char *username;
+	const char *password;
+	int protocol;
+	int timeout_s;
+	int hold_s;
+	int wait_disconnect_s;
+	bool raw;
+	unsigned char raw_id[RAW_ID_MAX];
+	size_t raw_id_len;
+};
+
+struct state {
+	bool got_connack;
+	int connack_rc;
+	bool disconnected;
+	int disconnect_rc;
+	int64_t connack_ms;
+	int64_t disconnect_ms;
+	int64_t disconnect_epoch_ms;
+};
+
+static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t signal_seen;
+static struct timespec signal_time;
+
+static int64_t ts_ms(const struct timespec *ts)
+{
+	return (int64_t)ts->tv_sec * 1000 + (int64_t)(ts->tv_nsec / 1000000);
+}
+
+static int64_t now_ms(clockid_t clock)
+{
+	struct timespec ts;
+
+	clock_gettime(clock, &ts);
+	return ts_ms(&ts);
+}
+
+static void on_usr1(int sig)
+{
+	(void)sig;
+	/* clock_gettime is async-signal-safe. */
+	clock_gettime(CLOCK_MONOTONIC, &signal_time);
+	signal_seen = 1;
+}
+
+static void on_stop(int sig)
+{
+	(void)sig;
+	stop_requested = 1;
+}
+
+static void install_signals(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sigemptyset(&sa.sa_mask);
+	sa.sa_handler = on_usr1;
+	sigaction(SIGUSR1, &sa, NULL);
+	sa.sa_handler = on_stop;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+static void usage(void)
+{
+	fprintf(stderr, "usage: fg_client --host H --port P --id ID"
+	                " [--cafile F [--cert F --key F]]\n"
+	                "                 [--username U] [--password P]"
+	                " [--v5|--v311] [--timeout S]\n"
+	                "                 [--hold S | --wait-disconnect S]"
+	                " [--raw --id-hex HEX]\n");
+}
+
+static bool parse_int(const char *s, int min, int max, int *out)
+{
+	char *end = NULL;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+		return false;
+	*out = (int)v;
+	return true;
+}
+
+static int hex_nibble(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+static bool parse_hex(const char *s, unsigned char *out, size_t cap,
+                      size_t *len)
+{
+	size_t n = strlen(s);
+	size_t i;
+
+	if (n % 2 != 0 || n / 2 > cap)
+		return false;
+	for (i = 0; i < n / 2; i++) {
+		int hi = hex_nibble(s[2 * i]);
+		int lo = hex_nibble(s[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
+			return false;
+		out[i] = (unsigned char)(hi * 16 + lo);
+	}
+	*len = n / 2;
+	return true;
+}
+
+/* Returns true when argv held a usable set of options. */
+static bool parse_args(int argc, char **argv, struct options *o)
+{
+	int i;
+	const char *id_hex = NULL;
+
+	memset(o, 0, sizeof(*o));
+	o->host = "127.0.0.1";
+	o->protocol = MQTT_PROTOCOL_V5;
+	o->timeout_s = 5;
+	o->hold_s = -1;
+	o->wait_disconnect_s = -1;
+
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		const char *v = (i + 1 < argc) ? argv[i + 1] : NULL;
+		bool takes_value = true;
+
+		if (strcmp(a, "--v5") == 0) {
+			o->protocol = MQTT_PROTOCOL_V5;
+			takes_value = false;
+		} else if (strcmp(a, "--v311") == 0) {
+			o->protocol = MQTT_PROTOCOL_V311;
+			takes_value = false;
+		} else if (strcmp(a, "--raw") == 0) {
+			o->raw = true;
+			takes_value = false;
+		} else if (v == NULL) {
+			fprintf(stderr, "fg_client: %s needs a value\n", a);
+			return false;
+		} else if (strcmp(a, "--host") == 0) {
+			o->host = v;
+		} else if (strcmp(a, "--port") == 0) {
+			if (!parse_int(v, 1, 65535, &o->port))
+				return false;
+		} else if (strcmp(a, "--cafile") == 0) {
+			o->cafile = v;
+		} else if (strcmp(a, "--cert") == 0) {
+			o->cert = v;
+		} else if (strcmp(a, "--key") == 0) {
+			o->key = v;
+		} else if (strcmp(a, "--id") == 0) {
+			o->id = v;
+		} else if (strcmp(a, "--id-hex") == 0) {
+			id_hex = v;
+		} else if (strcmp(a, "--username") == 0) {
+			o->username = v;
+		} else if (strcmp(a, "--password") == 0) {
+			o->password = v;
+		} else if (strcmp(a, "--timeout") == 0) {
+			if (!parse_int(v, 1, 3600, &o->timeout_s))
+				return false;
+		} else if (strcmp(a, "--hold") == 0) {
+			if (!parse_int(v, 0, 86400, &o->hold_s))
+				return false;
+		} else if (strcmp(a, "--wait-disconnect") == 0) {
+			if (!parse_int(v, 0, 86400, &o->wait_disconnect_s))
+				return false;
+		} else {
+			fprintf(stderr, "fg_client: unknown option %s\n", a);
+			return false;
+		}
+		if (takes_value)
+			i++;
+	}
+
+	if (o->port == 0) {
+		fprintf(stderr, "fg_client: --port is required\n");
+		return false;
+	}
+	if ((o->cert == NULL) != (o->key == NULL)) {
+		fprintf(stderr, "fg_client: --cert and --key go together\n");
+		return false;
+	}
+	if (o->cert != NULL && o->cafile == NULL) {
+		fprintf(stderr, "fg_client: --cert needs --cafile\n");
+		return false;
+	}
+	if (o->hold_s >= 0 && o->wait_disconnect_s >= 0) {
+		fprintf(stderr, "fg_client: --hold or --wait-disconnect, "
+		                "not both\n");
+		return false;
+	}
+	if (o->raw) {
+		if (id_hex == NULL ||
+		    !parse_hex(id_hex, o->raw_id, sizeof(o->raw_id),
+		               &o->raw_id_len)) {
+			fprintf(stderr, "fg_client: --raw needs --id-hex "
+			                "with an even number of hex digits\n");
+			return false;
+		}
+		if (o->hold_s >= 0 || o->wait_disconnect_s >= 0) {
+			fprintf(stderr, "fg_client: --raw reports the "
+			                "CONNACK only\n");
+			return false;
+		}
+	} else if (o->id == NULL) {
+		fprintf(stderr, "fg_client: --id is required\n");
+		return false;
+	}
+	return true;
+}
+
+static void print_connack(int protocol, int rc)
+{
+	const char *text;
+
+	if (protocol == MQTT_PROTOCOL_V5)
+		text = mosquitto_reason_string(rc);
+	else
+		text = mosquitto_connack_string(rc);
+	printf("connack rc=%d reason=%s\n", rc, text);
+	fflush(stdout);
+}
+
+static void print_disconnected(const struct state *st)
+{
+	int64_t since_signal = -1;
+
+	if (signal_seen)
+		since_signal = st->disconnect_ms - ts_ms(&signal_time);
+	printf("disconnected after_ms=%lld ms_since_signal=%lld "
+	       "epoch_ms=%lld rc=%d\n",
+	       (long long)(st->disconnect_ms - st->connack_ms),
+	       (long long)since_signal, (long long)st->disconnect_epoch_ms,
+	       st->disconnect_rc);
+	fflush(stdout);
+}
+
+static void print_error(const char *stage, int rc, const char *text)
+{
+	printf("error stage=%s rc=%d text=%s\n", stage, rc, text);
+	fflush(stdout);
+}
+
+static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
+                       const mosquitto_property *props)
+{
+	struct state *st = obj;
+
+	(void)mosq;
+	(void)flags;
+	(void)props;
+	st->got_connack = true;
+	st->connack_rc = rc;
+	st->connack_ms = now_ms(CLOCK_MONOTONIC);
+}
+
+static void on_disconnect(struct mosquitto *mosq, void *obj, int rc,
+                          const mosquitto_property *props)
+{
+	struct state *st = obj;
+
+	(void)mosq;
+	(void)props;
+	if (st->disconnected)
+		return;
+	st->disconnected = true;
+	st->disconnect_rc = rc;
+	st->disconnect_ms = now_ms(CLOCK_MONOTONIC);
+	st->disconnect_epoch_ms = now_ms(CLOCK_REALTIME);
+}
+
+/*
+ * Runs the network loop until the client is disconnected, the deadline
+ * (monotonic ms) passes or a stop signal arrives. Returns the last
+ * libmosquitto error seen, MOSQ_ERR_SUCCESS when none.
+ */
+static int run_loop(struct mosquitto *mosq, struct state *st, int64_t deadline,
+                    bool until_connack)
+{
+	int last = MOSQ_ERR_SUCCESS;
+
+	while (!stop_requested && !st->disconnected) {
+		int rc;
+
+		if (until_connack && st->got_connack)
+			break;
+		if (now_ms(CLOCK_MONOTONIC) >= deadline)
+			break;
+		rc = mosquitto_loop(mosq, 20, 1);
+		if (rc != MOSQ_ERR_SUCCESS) {
+			last = rc;
+			if (!st->disconnected && rc != MOSQ_ERR_NOMEM) {
+				/* The library did not call back: the
+				 * connection broke under it. */
+				on_disconnect(mosq, st, rc, NULL);
+			}
+		}
+	}
+	return last;
+}
+
+static int run_mosquitto(const struct options *o)
+{
+	struct mosquitto *mosq = NULL;
+	struct state st;
+	int result = EXIT_USAGE;
+	int rc;
+	int64_t deadline;
+
+	memset(&st, 0, sizeof(st));
+	mosquitto_lib_init();
+	mosq = mosquitto_new(o->id, true, &st);
+	if (mosq == NULL) {
+		fprintf(stderr, "fg_client: mosquitto_new failed: %s\n",
+		        strerror(errno));
+		goto out;
+	}
+	mosquitto_int_option(mosq, MOSQ_OPT_PROTOCOL_VERSION, o->protocol);
+	mosquitto_connect_v5_callback_set(mosq, on_connect);
+	mosquitto_disconnect_v5_callback_set(mosq, on_disconnect);
+	if (o->username != NULL &&
+	    mosquitto_username_pw_set(mosq, o->username, o->password) !=
+	        MOSQ_ERR_SUCCESS) {
+		fprintf(stderr, "fg_client: bad username or password\n");
+		goto out;
+	}
+	if (o->cafile != NULL) {
+		rc = mosquitto_tls_set(mosq, o->cafile, NULL, o->cert, o->key,
+		                       NULL);
+		if (rc != MOSQ_ERR_SUCCESS) {
+			fprintf(stderr, "fg_client: TLS setup: %s\n",
+			        mosquitto_strerror(rc));
+			goto out;
+		}
+	}
+
+	rc = mosquitto_connect(mosq, o->host, o->port, 30);
+	if (rc != MOSQ_ERR_SUCCESS) {
+		print_error("connect", rc,
+		            rc == MOSQ_ERR_ERRNO ? strerror(errno)
+		                                 : mosquitto_strerror(rc));
+		result = EXIT_NETWORK;
+		goto out;
+	}
+
+	deadline = now_ms(CLOCK_MONOTONIC) + (int64_t)o->timeout_s * 1000;
+	rc = run_loop(mosq, &st, deadline, true);
+	if (stop_requested) {
+		result = EXIT_ACCEPTED;
+		goto out;
+	}
+	if (!st.got_connack) {
+		if (st.disconnected)
+			print_error("handshake", rc,
+			            rc == MOSQ_ERR_ERRNO
+			                ? strerror(errno)
+			                : mosquitto_strerror(rc));
+		else
+			print_error("connack", MOSQ_ERR_TIMEOUT,
+			            "no CONNACK in time");
+		result = EXIT_NETWORK;
+		goto out;
+	}
+	print_connack(o->protocol, st.connack_rc);
+	if (st.connack_rc != 0) {
+		result = EXIT_REFUSED;
+		goto out;
+	}
+
+	if (o->hold_s < 0 && o->wait_disconnect_s < 0) {
+		mosquitto_disconnect(mosq);
+		result = EXIT_ACCEPTED;
+		goto out;
+	}
+
+	if (o->wait_disconnect_s >= 0) {
+		printf("ready\n");
+		fflush(stdout);
+		deadline = st.connack_ms + (int64_t)o->wait_disconnect_s * 1000;
+	} else {
+		deadline = st.connack_ms + (int64_t)o->hold_s * 1000;
+	}
+	run_loop(mosq, &st, deadline, false);
+
+	if (st.disconnected) {
+		print_disconnected(&st);
+		result =
+		    o->wait_disconnect_s >= 0 ? EXIT_ACCEPTED : EXIT_UNEXPECTED;
+	} else if (stop_requested) {
+		mosquitto_disconnect(mosq);
+		result = EXIT_ACCEPTED;
+	} else if (o->wait_disconnect_s >= 0) {
+		printf("timeout waited_ms=%lld\n",
+		       (long long)(now_ms(CLOCK_MONOTONIC) - st.connack_ms));
+		fflush(stdout);
+		mosquitto_disconnect(mosq);
+		result = EXIT_UNEXPECTED;
+	} else {
+		printf("held ms=%lld\n",
+		       (long long)(now_ms(CLOCK_MONOTONIC) - st.connack_ms));
+		fflush(stdout);
+		mosquitto_disconnect(mosq);
+		result = EXIT_ACCEPTED;
+	}
+
+out:
+	if (mosq != NULL) {
+		/* Let a clean DISCONNECT reach the socket before closing. */
+		mosquitto_loop(mosq, 10, 1);
+		mosquitto_destroy(mosq);
+	}
+	mosquitto_lib_cleanup();
+	return result;
+}
+
+/* ---- raw mode: a CONNECT built by hand ---- */
+
+struct raw_conn {
+	int fd;
+	SSL_CTX *ctx;
+	SSL *ssl;
+};
+
+static int raw_tcp_connect(const char *host, int port)
+{
+	struct addrinfo hints;
+	struct addrinfo *res = NULL;
+	struct addrinfo *ai;
+	char portstr[16];
+	int fd = -1;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	snprintf(portstr, sizeof(portstr), "%d", port);
+	if (getaddrinfo(host, portstr, &hints, &res) != 0)
+		return -1;
+	for (ai = res; ai != NULL; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+		if (fd < 0)
+			continue;
+		if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0)
+			break;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	return fd;
+}
+
+/* Returns 0 when the TLS session is up, -1 with an error printed. */
+static int raw_tls_start(struct raw_conn *c, const struct options *o)
+{
+	struct in6_addr addr6;
+	struct in_addr addr4;
+	X509_VERIFY_PARAM *param;
+
+	c->ctx = SSL_CTX_new(TLS_client_method());
+	if (c->ctx == NULL)
+		return -1;
+	if (SSL_CTX_load_verify_locations(c->ctx, o->cafile, NULL) != 1 ||
+	    (o->cert != NULL &&
+	     (SSL_CTX_use_certificate_chain_file(c->ctx, o->cert) != 1 ||
+	      SSL_CTX_use_PrivateKey_file(c->ctx, o->key, SSL_FILETYPE_PEM) !=
+	          1))) {
+		fprintf(stderr, "fg_client: cannot load TLS files\n");
+		return -1;
+	}
+	SSL_CTX_set_verify(c->ctx, SSL_VERIFY_PEER, NULL);
+	c->ssl = SSL_new(c->ctx);
+	if (c->ssl == NULL)
+		return -1;
+	param = SSL_get0_param(c->ssl);
+	if (inet_pton(AF_INET, o->host, &addr4) == 1 ||
+	    inet_pton(AF_INET6, o->host, &addr6) == 1)
+		X509_VERIFY_PARAM_set1_ip_asc(param, o->host);
+	else
+		X509_VERIFY_PARAM_set1_host(param, o->host, 0);
+	SSL_set_tlsext_host_name(c->ssl, o->host);
+	SSL_set_fd(c->ssl, c->fd);
+	if (SSL_connect(c->ssl) != 1) {
+		char buf[256];
+
+		ERR_error_string_n(ERR_get_error(), buf, sizeof(buf));
+		print_error("handshake", MOSQ_ERR_TLS, buf);
+		return -1;
+	}
+	return 0;
+}
+
+static bool raw_write_all(struct raw_conn *c, const unsigned char *buf,
+                          size_t len)
+{
+	size_t off = 0;
+
+	while (off < len) {
+		ssize_t n;
+
+		if (c->ssl != NULL) {
+			int w = SSL_write(c->ssl, buf + off, (int)(len - off));
+			n = w > 0 ? (ssize_t)w : -1;
+		} else {
+			n = write(c->fd, buf + off, len - off);
+		}
+		if (n <= 0)
+			return false;
+		off += (size_t)n;
+	}
+	return true;
+}
+
+/* Reads up to cap bytes, waiting at most timeout_ms. Returns the count,
+ * 0 on a closed connection, -1 on error or timeout. */
+static ssize_t raw_read(struct raw_conn *c, unsigned char *buf, size_t cap,
+                        int timeout_ms)
+{
+	struct pollfd pfd;
+
+	if (c->ssl == NULL || SSL_pending(c->ssl) == 0) {
+		pfd.fd = c->fd;
+		pfd.events = POLLIN;
+		pfd.revents = 0;
+		if (poll(&pfd, 1, timeout_ms) <= 0)
+			return -1;
+	}
+	if (c->ssl != NULL) {
+		int r = SSL_read(c->ssl, buf, (int)cap);
+
+		if (r > 0)
+			return (ssize_t)r;
+		return SSL_get_error(c->ssl, r) == SSL_ERROR_ZERO_RETURN ? 0
+		                                                         : -1;
+	}
+	return read(c->fd, buf, cap);
+}
+
+static void put_u16(unsigned char *buf, size_t *off, size_t v)
+{
+	buf[(*off)++] = (unsigned char)((v >> 8) & 0xff);
+	buf[(*off)++] = (unsigned char)(v & 0xff);
+}
+
+static void put_str(unsigned char *buf, size_t *off, const void *s, size_t len)
+{
+	put_u16(buf, off, len);
+	memcpy(buf + *off, s, len);
+	*off += len;
+}
+
+/* Builds a CONNECT packet into pkt; returns its length, 0 if too big. */
+static size_t raw_build_connect(const struct options *o, unsigned char *pkt,
+                                size_t cap)
+{
+	unsigned char body[RAW_BUF_MAX];
+	size_t blen = 0;
+	size_t plen = 0;
+	size_t ulen = o->username ? strlen(o->username) : 0;
+	size_t pwlen = o->password ? strlen(o->password) : 0;
+	unsigned char flags = 0x02; /* clean session */
+	size_t rl;
+
+	if (10 + 1 + 2 + o->raw_id_len + 2 + ulen + 2 + pwlen > sizeof(body))
+		return 0;
+	if (o->username != NULL)
+		flags |= 0x80;
+	if (o->password != NULL)
+		flags |= 0x40;
+	put_str(body, &blen, "MQTT", 4);
+	body[blen++] = o->protocol == MQTT_PROTOCOL_V5 ? 5 : 4;
+	body[blen++] = flags;
+	put_u16(body, &blen, 30);
+	if (o->protocol == MQTT_PROTOCOL_V5)
+		body[blen++] = 0; /* no properties */
+	put_str(body, &blen, o->raw_id, o->raw_id_len);
+	if (o->username != NULL)
+		put_str(body, &blen, o->username, ulen);
+	if (o->password != NULL)
+		put_str(body, &blen, o->password, pwlen);
+
+	pkt[plen++] = 0x10;
+	rl = blen;
+	do {
+		unsigned char byte = (unsigned char)(rl % 128);
+
+		rl /= 128;
+		if (rl > 0)
+			byte |= 0x80;
+		pkt[plen++] = byte;
+	} while (rl > 0);
+	if (plen + blen > cap)
+		return 0;
+	memcpy(pkt + plen, body, blen);
+	return plen + blen;
+}
+
+static int run_raw(const struct options *o)
+{
+	struct raw_conn c = {-1, NULL, NULL};
+	unsigned char pkt[RAW_BUF_MAX + 8];
+	unsigned char in[64];
+	size_t got = 0;
+	size_t len;
+	int result = EXIT_NETWORK;
+	int64_t deadline;
+
+	len = raw_build_connect(o, pkt, sizeof(pkt));
+	if (len == 0) {
+		fprintf(stderr, "fg_client: CONNECT too large\n");
+		return EXIT_USAGE;
+	}
+	c.fd = raw_tcp_connect(o->host, o->port);
+	if (c.fd < 0) {
+		print_error("connect", MOSQ_ERR_ERRNO, strerror(errno));
+		goto out;
+	}
+	if (o->cafile != NULL && raw_tls_start(&c, o) != 0)
+		goto out;
+	if (!raw_write_all(&c, pkt, len)) {
+		print_error("write", MOSQ_ERR_CONN_LOST, "write failed");
+		goto out;
+	}
+
+	/* A CONNACK is 0x20, a length, flags and a code (plus v5
+	 * properties); four bytes are enough to decide. */
+	deadline = now_ms(CLOCK_MONOTONIC) + (int64_t)o->timeout_s * 1000;
+	while (got < 4) {
+		int64_t left = deadline - now_ms(CLOCK_MONOTONIC);
+		ssize_t n;
+
+		if (left <= 0) {
+			print_error("connack", MOSQ_ERR_TIMEOUT,
+			            "no CONNACK in time");
+			goto out;
+		}
+		n = raw_read(&c, in + got, sizeof(in) - got, (int)left);
+		if (n <= 0) {
+			print_error("handshake", MOSQ_ERR_CONN_LOST,
+			            "connection closed before CONNACK");
+			goto out;
+		}
+		got += (size_t)n;
+	}
+	if (in[0] != 0x20) {
+		print_error("connack", MOSQ_ERR_PROTOCOL,
+		            "first packet is not a CONNACK");
+		goto out;
+	}
+	print_connack(o->protocol, in[3]);
+	result = in[3] == 0 ? EXIT_ACCEPTED : EXIT_REFUSED;
+	if (in[3] == 0) {
+		static const unsigned char disconnect[2] = {0xe0, 0x00};
+
+		raw_write_all(&c, disconnect, sizeof(disconnect));
+	}
+
+out:
+	if (c.ssl != NULL) {
+		SSL_shutdown(c.ssl);
+		SSL_free(c.ssl);
+	}
+	if (c.ctx != NULL)
+		SSL_CTX_free(c.ctx);
+	if (c.fd >= 0)
+		close(c.fd);
+	return result;
+}
+
+int main(int argc, char **argv)
+{
+	struct options o;
+
+	if (!parse_args(argc, argv, &o)) {
+		usage();
+		return EXIT_USAGE;
+	}
+	install_signals();
+	if (o.raw)
+		return run_raw(&o);
+	return run_mosquitto(&o);
+}
