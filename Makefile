@@ -97,6 +97,8 @@ test: deps
 asan: deps
 	@$(MAKE) --no-print-directory BUILD=build-asan OPT='-O1 -g' \
 		SAN='-fsanitize=address,undefined -fno-omit-frame-pointer' all unit
+	@$(CC) -shared -fPIC -O2 -o build-asan/libfg_nobind.so \
+		test/sanitize/nobind.c
 	@FG_BUILD=$(CURDIR)/build-asan FG_SANITIZE=asan \
 		bash test/run-integration.sh
 

@@ -19,6 +19,8 @@
 
 #define LOG_PREFIX "fleetgate-audit:"
 #define LAST_SEEN_MAX 200000
+#define SEEN_SLOTS 524288 /* a power of two above 2 * LAST_SEEN_MAX */
+#define SEEN_EMPTY UINT32_MAX
 #define STOP_FLUSH_MS 3000
 
 struct queued_event {
@@ -50,12 +52,13 @@ struct fg_audit {
 
 	struct queued_event **ring;
 	size_t head, count;
-	struct seen *seen;
+	struct seen *seen; /* one entry per device since the last flush */
 	size_t nseen;
+	uint32_t *seen_index; /* open addressing over seen, SEEN_SLOTS */
 
 	uint64_t queued, written, dropped, rejected, seen_dropped;
-	uint64_t dropped_logged;
-	struct fg_throttle drop_throttle;
+	uint64_t dropped_logged, seen_dropped_logged;
+	struct fg_throttle drop_throttle, seen_throttle;
 
 	PGconn *conn; /* writer thread only, like the two below */
 	int db_down;
@@ -138,13 +141,24 @@ int fg_audit_push(struct fg_audit *a, const struct fg_audit_event *ev)
 
 void fg_audit_seen(struct fg_audit *a, const char *device_id)
 {
+	char id[sizeof(a->seen[0].id)];
+	size_t pos;
+
 	if (a == NULL || device_id == NULL)
 		return;
+	copy_field(id, sizeof(id), device_id);
+	pos = (size_t)fg_hash_str(id) & (SEEN_SLOTS - 1);
 	pthread_mutex_lock(&a->lock);
-	if (a->nseen < LAST_SEEN_MAX) {
-		copy_field(a->seen[a->nseen].id, sizeof(a->seen[0].id),
-		           device_id);
+	/* A device that connects many times between flushes is one entry. */
+	while (a->seen_index[pos] != SEEN_EMPTY &&
+	       strcmp(a->seen[a->seen_index[pos]].id, id) != 0)
+		pos = (pos + 1) & (SEEN_SLOTS - 1);
+	if (a->seen_index[pos] != SEEN_EMPTY) {
+		a->seen[a->seen_index[pos]].at_ms = fg_time_ms();
+	} else if (a->nseen < LAST_SEEN_MAX) {
+		memcpy(a->seen[a->nseen].id, id, sizeof(id));
 		a->seen[a->nseen].at_ms = fg_time_ms();
+		a->seen_index[pos] = (uint32_t)a->nseen;
 		a->nseen++;
 	} else {
 		a->seen_dropped++;
@@ -154,12 +168,13 @@ void fg_audit_seen(struct fg_audit *a, const char *device_id)
 
 void fg_audit_tick(struct fg_audit *a)
 {
-	uint64_t dropped, suppressed;
+	uint64_t dropped, seen_dropped, suppressed;
 
 	if (a == NULL)
 		return;
 	pthread_mutex_lock(&a->lock);
 	dropped = a->dropped;
+	seen_dropped = a->seen_dropped;
 	pthread_mutex_unlock(&a->lock);
 	if (dropped != a->dropped_logged &&
 	    fg_throttle_hit(&a->drop_throttle, 10000, &suppressed)) {
@@ -168,6 +183,15 @@ void fg_audit_tick(struct fg_audit *a)
 		                  "queue_size=%d: audit events are being lost",
 		       (unsigned long long)dropped, a->s.queue_size);
 		a->dropped_logged = dropped;
+	}
+	if (seen_dropped != a->seen_dropped_logged &&
+	    fg_throttle_hit(&a->seen_throttle, 60000, &suppressed)) {
+		fg_log(MOSQ_LOG_WARNING,
+		       LOG_PREFIX " more than %d devices seen in one "
+		                  "interval, last_seen_updates_skipped=%llu "
+		                  "(total); lower last_seen_interval_s",
+		       LAST_SEEN_MAX, (unsigned long long)seen_dropped);
+		a->seen_dropped_logged = seen_dropped;
 	}
 }
 
@@ -355,6 +379,7 @@ static void flush_seen(struct fg_audit *a)
 	}
 	memcpy(batch, a->seen, n * sizeof(*batch));
 	a->nseen = 0;
+	memset(a->seen_index, 0xff, SEEN_SLOTS * sizeof(*a->seen_index));
 	pthread_mutex_unlock(&a->lock);
 
 	arr = cJSON_CreateArray();
@@ -474,8 +499,12 @@ struct fg_audit *fg_audit_start(const struct fg_audit_settings *s, char *err,
 	a->broker_id = strdup(s->broker_id);
 	a->ring = calloc((size_t)s->queue_size, sizeof(*a->ring));
 	a->seen = calloc(LAST_SEEN_MAX, sizeof(*a->seen));
+	a->seen_index = malloc(SEEN_SLOTS * sizeof(*a->seen_index));
+	if (a->seen_index != NULL)
+		memset(a->seen_index, 0xff,
+		       SEEN_SLOTS * sizeof(*a->seen_index));
 	if (a->conninfo == NULL || a->broker_id == NULL || a->ring == NULL ||
-	    a->seen == NULL)
+	    a->seen == NULL || a->seen_index == NULL)
 		goto oom;
 	a->s.pg.conninfo = a->conninfo;
 	a->s.broker_id = a->broker_id;
@@ -500,6 +529,7 @@ fail:
 		free(a->broker_id);
 		free(a->ring);
 		free(a->seen);
+		free(a->seen_index);
 		free(a);
 	}
 	return NULL;
@@ -534,6 +564,7 @@ void fg_audit_stop(struct fg_audit *a)
 	pthread_cond_destroy(&a->cond);
 	free(a->ring);
 	free(a->seen);
+	free(a->seen_index);
 	free(a->conninfo);
 	free(a->broker_id);
 	memset(a, 0, sizeof(*a));

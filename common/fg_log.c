@@ -93,6 +93,17 @@ void fg_log_drain(void)
 		                     (unsigned long long)lost);
 }
 
+void fg_log_shutdown(void)
+{
+	fg_log_drain();
+	pthread_mutex_lock(&log_lock);
+	free(log_queue);
+	log_queue = NULL;
+	log_head = 0;
+	log_count = 0;
+	pthread_mutex_unlock(&log_lock);
+}
+
 int fg_throttle_hit(struct fg_throttle *t, int64_t interval_ms,
                     uint64_t *suppressed)
 {

@@ -24,6 +24,9 @@ FG_API void fg_log(int level, const char *fmt, ...) FG_PRINTF(2, 3);
 /* Write queued lines; broker thread only. */
 FG_API void fg_log_drain(void);
 
+/* Write what is queued and free the queue; once no worker thread runs. */
+FG_API void fg_log_shutdown(void);
+
 /* True on the thread that called fg_log_init(). */
 FG_API int fg_on_broker_thread(void);
 

@@ -279,7 +279,7 @@ void fg_runtime_release(struct fg_runtime *rt)
 	if (--rt->refs == 0) {
 		fg_sync_stop(rt->sync);
 		fg_audit_stop(rt->audit);
-		fg_log_drain();
+		fg_log_shutdown();
 		fg_registry_free(rt->registry);
 		fg_runtime_config_free(&rt->cfg);
 		free(rt);

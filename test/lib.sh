@@ -23,6 +23,8 @@
 #                    under asan, 10 under valgrind)
 #   FG_KICK_LIMIT_MS the longest a kick may take after a commit (1000)
 #   FG_VERBOSE=1     print more diagnostics
+#   FG_BROKER_CONNINFO_EXTRA  appended to the plugin's db_conninfo (later
+#                    keys override earlier ones), e.g. sslmode settings
 #
 # Timeouts given to the wait functions are in seconds and may be fractions.
 
@@ -753,8 +755,9 @@ fg_broker_start() {
 		echo
 		if [[ ${FG_BROKER_PLUGIN:-1} == 1 ]]; then
 			echo "plugin $FG_BUILD/fleetgate_auth.so"
-			printf 'plugin_opt_db_conninfo host=%s port=%s dbname=%s %s\n' \
-				"$PGHOST" "$PGPORT" "$PGDATABASE" "user=fg_broker"
+			printf 'plugin_opt_db_conninfo host=%s port=%s dbname=%s %s%s\n' \
+				"$PGHOST" "$PGPORT" "$PGDATABASE" "user=fg_broker" \
+				"${FG_BROKER_CONNINFO_EXTRA:+ $FG_BROKER_CONNINFO_EXTRA}"
 			echo "plugin_opt_snapshot_file $FG_TMP/$name.snapshot"
 			echo "plugin_opt_broker_id $name"
 			echo "plugin_opt_last_seen_interval_s 1"
@@ -770,6 +773,7 @@ fg_broker_start() {
 	case ${FG_SANITIZE:-} in
 	valgrind)
 		cmd=(valgrind --quiet --error-exitcode=99 --leak-check=full
+			"--suppressions=$FG_ROOT/test/valgrind.supp"
 			"--log-file=$FG_TMP/$name.valgrind" "$mosq" -c "$conf")
 		;;
 	*) cmd=("$mosq" -c "$conf") ;;
@@ -778,6 +782,11 @@ fg_broker_start() {
 		local supp=$FG_ROOT/test/lsan.supp preload
 		preload="$(gcc -print-file-name=libasan.so)"
 		preload+=" $(gcc -print-file-name=libubsan.so)"
+		# See test/sanitize/nobind.c: libpq would hang on glibc's
+		# gettext lock inside an ASan-preloaded broker.
+		if [[ -f $FG_BUILD/libfg_nobind.so ]]; then
+			preload+=" $FG_BUILD/libfg_nobind.so"
+		fi
 		LD_PRELOAD=$preload \
 			ASAN_OPTIONS="log_path=$FG_TMP/$name.asan:detect_leaks=1" \
 			UBSAN_OPTIONS="print_stacktrace=1:log_path=$FG_TMP/$name.ubsan" \
@@ -894,6 +903,17 @@ fg__tls_args() {
 # broker's TLS listener with certificate CERT (a name given to
 # fg_device_cert); the client id defaults to that certificate's device id.
 # Sets FG_RC and FG_OUT.
+# expect_rc RC_REGEX DESC: the last fg_client run (FG_RC, FG_OUT) ended
+# with an exit code matching RC_REGEX.
+expect_rc() {
+	if [[ $FG_RC =~ ^($1)$ ]]; then
+		pass "$2"
+	else
+		fail "$2" "fg_client exit code $FG_RC, expected $1; output:" \
+			"$FG_OUT"
+	fi
+}
+
 fg_connect() {
 	local broker=$1 cert=$2 id=${3:-${FG_CERT_DEVICE[$2]:-$2}}
 	local -a args

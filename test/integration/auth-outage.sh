@@ -19,15 +19,6 @@ fg_setup
 # does not depend on it.
 RETRY="plugin_opt_retry_max_ms 300"
 
-expect_rc() {
-	if [[ $FG_RC =~ ^($1)$ ]]; then
-		pass "$2"
-	else
-		fail "$2" "fg_client exit code $FG_RC, expected $1; output:" \
-			"$FG_OUT"
-	fi
-}
-
 fg_pg_start || fg_bail "PostgreSQL did not start"
 fg_ca_make ca
 fg_server_cert

@@ -19,15 +19,6 @@ fg_setup
 
 # expect_rc WANT DESC: the last fg_client run exited with WANT (0 admitted,
 # 2 refused with a CONNACK, 3 TLS/network failure; "2|3" for either).
-expect_rc() {
-	if [[ $FG_RC =~ ^($1)$ ]]; then
-		pass "$2"
-	else
-		fail "$2" "fg_client exit code $FG_RC, expected $1; output:" \
-			"$FG_OUT"
-	fi
-}
-
 # expect_audit DESC WHERE [psql -v args]: an audit row after the mark
 # matches WHERE within 3 s.
 expect_audit() {
