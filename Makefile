@@ -25,6 +25,8 @@ COMMON_SRC := $(wildcard common/*.c)
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
 AUTH_SRC := $(wildcard plugins/auth/*.c)
 AUTH_OBJ := $(AUTH_SRC:%.c=$(BUILD)/obj/%.o)
+ACL_SRC := $(wildcard plugins/acl/*.c)
+ACL_OBJ := $(ACL_SRC:%.c=$(BUILD)/obj/%.o)
 TOOLS_SRC := $(wildcard test/tools/*.c)
 TOOLS := $(TOOLS_SRC:test/tools/%.c=$(BUILD)/tools/%)
 BENCH_SRC := $(wildcard test/bench/*.c)
@@ -33,7 +35,7 @@ UNIT_SRC := $(wildcard test/unit/test_*.c)
 UNIT := $(UNIT_SRC:test/unit/%.c=$(BUILD)/unit/%)
 
 RUNTIME := $(BUILD)/libfleetgate.so
-PLUGINS := $(BUILD)/fleetgate_auth.so
+PLUGINS := $(BUILD)/fleetgate_auth.so $(BUILD)/fleetgate_acl.so
 
 .PHONY: all deps test unit sql-test integration asan valgrind bench demo \
 	lint format format-check clean
@@ -57,6 +59,11 @@ $(BUILD)/fleetgate_auth.so: $(AUTH_OBJ) $(RUNTIME)
 	$(Q)$(CC) -shared -pthread $(SAN) -o $@ $(AUTH_OBJ) -L$(BUILD) -lfleetgate \
 		-Wl,-rpath,'$$ORIGIN' $(LIBS_RT)
 
+$(BUILD)/fleetgate_acl.so: $(ACL_OBJ) $(RUNTIME)
+	@echo "  LD      $@"
+	$(Q)$(CC) -shared -pthread $(SAN) -o $@ $(ACL_OBJ) -L$(BUILD) -lfleetgate \
+		-Wl,-rpath,'$$ORIGIN' $(LIBS_RT)
+
 $(BUILD)/tools/%: test/tools/%.c
 	@mkdir -p $(dir $@)
 	@echo "  CC      $@"
@@ -71,11 +78,16 @@ $(BUILD)/tools/%: test/bench/%.c
 
 # Unit tests link the runtime and plugin objects statically, with the broker
 # API replaced by the stubs in test/unit/stubs.c (a link seam).
-$(BUILD)/unit/%: test/unit/%.c test/unit/stubs.c $(COMMON_OBJ) $(AUTH_OBJ)
+# Every object but the plugins' entry points (each plugin defines the same
+# three), so that one test binary can hold several plugins' logic.
+UNIT_OBJ = $(COMMON_OBJ) $(filter-out %_plugin.o,$(AUTH_OBJ) $(ACL_OBJ))
+
+$(BUILD)/unit/%: test/unit/%.c test/unit/stubs.c $(COMMON_OBJ) $(AUTH_OBJ) \
+		$(ACL_OBJ) $(wildcard test/unit/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  CC      $@"
 	$(Q)$(CC) $(CFLAGS_ALL) -fvisibility=default -Iplugins/auth -o $@ $< \
-		test/unit/stubs.c $(COMMON_OBJ) $(AUTH_OBJ) $(LIBS_RT) \
+		-Iplugins/acl test/unit/stubs.c $(UNIT_OBJ) $(LIBS_RT) -lmosquitto \
 		$(shell pkg-config --libs check 2>/dev/null)
 
 unit: $(UNIT)
@@ -119,12 +131,12 @@ lint:
 	@bash test/lint.sh
 
 format:
-	clang-format -i $(COMMON_SRC) $(wildcard common/*.h) $(AUTH_SRC) \
+	clang-format -i $(COMMON_SRC) $(wildcard common/*.h) $(AUTH_SRC) $(ACL_SRC) \
 		$(wildcard plugins/*/*.h) $(TOOLS_SRC) $(BENCH_SRC) $(UNIT_SRC)
 
 format-check:
 	@clang-format --dry-run --Werror $(COMMON_SRC) $(wildcard common/*.h) \
-		$(AUTH_SRC) $(wildcard plugins/*/*.h) $(TOOLS_SRC) $(BENCH_SRC) \
+		$(AUTH_SRC) $(ACL_SRC) $(wildcard plugins/*/*.h) $(TOOLS_SRC) $(BENCH_SRC) \
 		$(UNIT_SRC) && echo "format-check: ok"
 
 clean:

@@ -34,6 +34,8 @@ struct queued_event {
 	char username[260];
 	char fingerprint[72];
 	char address[72];
+	char topic[260];
+	uint64_t count;
 };
 
 struct seen {
@@ -68,13 +70,14 @@ struct fg_audit {
 static const char INSERT_SQL[] =
     "INSERT INTO fleetgate.audit_events (at, broker_id, source, event, "
     "outcome, reason, device_id, client_id, username, fingerprint, "
-    "address) "
+    "address, detail) "
     "SELECT to_timestamp(x.at_ms / 1000.0), $2, x.source, x.event, "
     "x.outcome, x.reason, x.device_id, x.client_id, x.username, "
-    "x.fingerprint, x.address "
+    "x.fingerprint, x.address, x.detail "
     "FROM jsonb_to_recordset($1::jsonb) AS x(at_ms bigint, source text, "
     "event text, outcome text, reason text, device_id text, "
-    "client_id text, username text, fingerprint text, address text)";
+    "client_id text, username text, fingerprint text, address text, "
+    "detail jsonb)";
 
 /* Newest sighting of each device wins; two brokers may race, so the
  * column only ever moves forward. */
@@ -122,6 +125,8 @@ int fg_audit_push(struct fg_audit *a, const struct fg_audit_event *ev)
 	copy_field(q->username, sizeof(q->username), ev->username);
 	copy_field(q->fingerprint, sizeof(q->fingerprint), ev->fingerprint);
 	copy_field(q->address, sizeof(q->address), ev->address);
+	copy_field(q->topic, sizeof(q->topic), ev->topic);
+	q->count = ev->count;
 
 	pthread_mutex_lock(&a->lock);
 	if (a->count == (size_t)a->s.queue_size) {
@@ -237,6 +242,14 @@ static char *batch_json(struct queued_event *const *evs, size_t n)
 		add_str(o, "username", e->username);
 		add_str(o, "fingerprint", e->fingerprint);
 		add_str(o, "address", e->address);
+		if (e->topic[0] != '\0') {
+			cJSON *d = cJSON_AddObjectToObject(o, "detail");
+			if (d != NULL) {
+				cJSON_AddStringToObject(d, "topic", e->topic);
+				cJSON_AddNumberToObject(d, "count",
+				                        (double)e->count);
+			}
+		}
 	}
 	out = arr ? cJSON_PrintUnformatted(arr) : NULL;
 	cJSON_Delete(arr);

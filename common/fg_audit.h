@@ -25,6 +25,8 @@ struct fg_audit_event {
 	const char *username;
 	const char *fingerprint;
 	const char *address;
+	const char *topic; /* kept in detail with count, when not NULL */
+	uint64_t count;
 };
 
 struct fg_audit_settings {

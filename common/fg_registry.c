@@ -22,6 +22,9 @@ struct fg_registry {
 	size_t ncerts, cap_certs;
 	struct fg_account *accounts;
 	size_t naccounts, cap_accounts;
+	struct fg_rule *rules;
+	size_t nrules, cap_rules;
+	bool has_rules;
 
 	struct index by_device, by_cert, by_account;
 	bool finalised;
@@ -87,6 +90,11 @@ void fg_registry_free(struct fg_registry *reg)
 		free(reg->accounts[i].role);
 		free(reg->accounts[i].municipality);
 	}
+	for (i = 0; i < reg->nrules; i++) {
+		free(reg->rules[i].subject);
+		free(reg->rules[i].pattern);
+	}
+	free(reg->rules);
 	free(reg->devices);
 	free(reg->certs);
 	free(reg->accounts);
@@ -176,6 +184,104 @@ int fg_registry_add_account(struct fg_registry *reg, const char *username,
 	}
 	reg->naccounts++;
 	return 0;
+}
+
+int fg_registry_add_rule(struct fg_registry *reg, int64_t id,
+                         enum fg_rule_subject kind, const char *subject,
+                         const char *pattern, enum fg_rule_access access,
+                         bool allow, int priority)
+{
+	struct fg_rule *r;
+	bool failed = false;
+
+	if (reg->finalised || pattern == NULL ||
+	    (subject == NULL) != (kind == FG_RULE_ALL_DEVICES) ||
+	    grow((void **)&reg->rules, &reg->cap_rules, reg->nrules,
+	         sizeof(*r)) != 0)
+		return -1;
+	r = &reg->rules[reg->nrules];
+	r->subject = dup_or_null(subject, &failed);
+	r->pattern = dup_or_null(pattern, &failed);
+	if (failed) {
+		free(r->subject);
+		free(r->pattern);
+		return -1;
+	}
+	r->id = id;
+	r->kind = kind;
+	r->access = access;
+	r->allow = allow;
+	r->priority = priority;
+	reg->nrules++;
+	reg->has_rules = true;
+	return 0;
+}
+
+const struct fg_rule *fg_registry_rules(const struct fg_registry *reg,
+                                        size_t *n)
+{
+	*n = reg->nrules;
+	return reg->rules;
+}
+
+bool fg_registry_has_rules(const struct fg_registry *reg)
+{
+	return reg->has_rules;
+}
+
+void fg_registry_set_has_rules(struct fg_registry *reg, bool has)
+{
+	reg->has_rules = has;
+}
+
+static const char *const rule_subjects[] = {
+    [FG_RULE_DEVICE] = "device",
+    [FG_RULE_ACCOUNT] = "account",
+    [FG_RULE_ROLE] = "role",
+    [FG_RULE_MUNICIPALITY] = "municipality",
+    [FG_RULE_ALL_DEVICES] = "all_devices",
+};
+
+static const char *const rule_accesses[] = {
+    [FG_RULE_PUBLISH] = "publish",
+    [FG_RULE_SUBSCRIBE] = "subscribe",
+    [FG_RULE_RECEIVE] = "receive",
+};
+
+const char *fg_rule_subject_str(enum fg_rule_subject k)
+{
+	return (size_t)k < 5 ? rule_subjects[k] : "unknown";
+}
+
+int fg_rule_subject_parse(const char *s, enum fg_rule_subject *out)
+{
+	int i;
+
+	for (i = 0; s != NULL && i < 5; i++) {
+		if (strcmp(s, rule_subjects[i]) == 0) {
+			*out = (enum fg_rule_subject)i;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+const char *fg_rule_access_str(enum fg_rule_access a)
+{
+	return (size_t)a < 3 ? rule_accesses[a] : "unknown";
+}
+
+int fg_rule_access_parse(const char *s, enum fg_rule_access *out)
+{
+	int i;
+
+	for (i = 0; s != NULL && i < 3; i++) {
+		if (strcmp(s, rule_accesses[i]) == 0) {
+			*out = (enum fg_rule_access)i;
+			return 0;
+		}
+	}
+	return -1;
 }
 
 static int index_init(struct index *ix, size_t n)

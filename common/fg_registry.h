@@ -46,6 +46,31 @@ struct fg_account {
 	bool disabled;
 };
 
+/* ACL rules (schema version 2). */
+enum fg_rule_subject {
+	FG_RULE_DEVICE = 0,
+	FG_RULE_ACCOUNT,
+	FG_RULE_ROLE,
+	FG_RULE_MUNICIPALITY,
+	FG_RULE_ALL_DEVICES,
+};
+
+enum fg_rule_access {
+	FG_RULE_PUBLISH = 0,
+	FG_RULE_SUBSCRIBE,
+	FG_RULE_RECEIVE,
+};
+
+struct fg_rule {
+	int64_t id;
+	enum fg_rule_subject kind;
+	char *subject; /* NULL for FG_RULE_ALL_DEVICES */
+	char *pattern;
+	enum fg_rule_access access;
+	bool allow;
+	int priority;
+};
+
 enum fg_registry_origin {
 	FG_REGISTRY_FROM_DATABASE = 0,
 	FG_REGISTRY_FROM_SNAPSHOT,
@@ -76,6 +101,11 @@ FG_API int fg_registry_add_account(struct fg_registry *reg,
                                    const char *municipality,
                                    bool cross_municipality, bool disabled);
 
+FG_API int fg_registry_add_rule(struct fg_registry *reg, int64_t id,
+                                enum fg_rule_subject kind, const char *subject,
+                                const char *pattern, enum fg_rule_access access,
+                                bool allow, int priority);
+
 /*
  * Build the indices and link certificates to devices. Fails (returns -1
  * with a message in err) on duplicate keys or a certificate of an unknown
@@ -91,6 +121,19 @@ FG_API const struct fg_device *fg_registry_device(const struct fg_registry *reg,
                                                   const char *id);
 FG_API const struct fg_account *
 fg_registry_account(const struct fg_registry *reg, const char *username);
+
+/* All ACL rules, in no particular order; *n receives their number. */
+FG_API const struct fg_rule *fg_registry_rules(const struct fg_registry *reg,
+                                               size_t *n);
+/* Whether the registry came with a rule table (schema version 2 or a
+ * snapshot written from one): without it the acl plugin denies all. */
+FG_API bool fg_registry_has_rules(const struct fg_registry *reg);
+FG_API void fg_registry_set_has_rules(struct fg_registry *reg, bool has);
+
+FG_API const char *fg_rule_subject_str(enum fg_rule_subject k);
+FG_API int fg_rule_subject_parse(const char *s, enum fg_rule_subject *out);
+FG_API const char *fg_rule_access_str(enum fg_rule_access a);
+FG_API int fg_rule_access_parse(const char *s, enum fg_rule_access *out);
 
 FG_API size_t fg_registry_device_count(const struct fg_registry *reg);
 FG_API size_t fg_registry_cert_count(const struct fg_registry *reg);

@@ -26,6 +26,7 @@ struct fg_runtime {
 	struct fg_audit *audit;
 	struct fg_registry *registry;
 	uint64_t generation;
+	struct fg_clients *clients;
 };
 
 static pthread_mutex_t runtime_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -215,6 +216,11 @@ static struct fg_runtime *runtime_start(const struct fg_runtime_config *cfg,
 		fg_seterr(err, errlen, "out of memory");
 		goto fail;
 	}
+	rt->clients = fg_clients_new();
+	if (rt->clients == NULL) {
+		fg_seterr(err, errlen, "out of memory");
+		goto fail;
+	}
 	load_snapshot(rt);
 
 	memset(&ss, 0, sizeof(ss));
@@ -247,6 +253,7 @@ fail:
 	if (rt != NULL) {
 		fg_sync_stop(rt->sync);
 		fg_registry_free(rt->registry);
+		fg_clients_free(rt->clients);
 		fg_runtime_config_free(&rt->cfg);
 		free(rt);
 	}
@@ -281,6 +288,7 @@ void fg_runtime_release(struct fg_runtime *rt)
 		fg_audit_stop(rt->audit);
 		fg_log_shutdown();
 		fg_registry_free(rt->registry);
+		fg_clients_free(rt->clients);
 		fg_runtime_config_free(&rt->cfg);
 		free(rt);
 		runtime = NULL;
@@ -293,22 +301,26 @@ void fg_runtime_tick(struct fg_runtime *rt)
 	struct fg_registry *fresh;
 
 	fg_log_drain();
+	fg_clients_purge(rt->clients);
 	fresh = fg_sync_take(rt->sync);
 	if (fresh != NULL) {
 		int first =
 		    rt->registry == NULL || fg_registry_origin(rt->registry) !=
 		                                FG_REGISTRY_FROM_DATABASE;
 
+		size_t nrules;
+
+		fg_registry_rules(fresh, &nrules);
 		fg_registry_free(rt->registry);
 		rt->registry = fresh;
 		rt->generation++;
 		fg_log(first ? MOSQ_LOG_NOTICE : MOSQ_LOG_INFO,
 		       LOG_PREFIX " registry loaded from database "
 		                  "devices=%zu certificates=%zu accounts=%zu "
-		                  "schema_version=%d",
+		                  "rules=%zu schema_version=%d",
 		       fg_registry_device_count(fresh),
 		       fg_registry_cert_count(fresh),
-		       fg_registry_account_count(fresh),
+		       fg_registry_account_count(fresh), nrules,
 		       fg_registry_schema_version(fresh));
 	}
 	fg_audit_tick(rt->audit);
@@ -337,4 +349,27 @@ void fg_runtime_audit(struct fg_runtime *rt, const struct fg_audit_event *ev)
 void fg_runtime_seen(struct fg_runtime *rt, const char *device_id)
 {
 	fg_audit_seen(rt->audit, device_id);
+}
+
+int fg_runtime_set_identity(struct fg_runtime *rt, const void *client,
+                            bool is_device, const char *name,
+                            const char *client_id)
+{
+	return fg_clients_set(rt->clients, client, is_device, name, client_id);
+}
+
+const struct fg_identity *fg_runtime_identity(struct fg_runtime *rt,
+                                              const void *client)
+{
+	return fg_clients_get(rt->clients, client);
+}
+
+void fg_runtime_forget_identity(struct fg_runtime *rt, const void *client)
+{
+	fg_clients_forget(rt->clients, client);
+}
+
+void fg_runtime_client_gone(struct fg_runtime *rt, const void *client)
+{
+	fg_clients_gone(rt->clients, client);
 }

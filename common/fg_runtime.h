@@ -13,6 +13,7 @@
 #define FG_RUNTIME_H
 
 #include "fg_audit.h"
+#include "fg_clients.h"
 #include "fg_opts.h"
 #include "fg_registry.h"
 
@@ -62,6 +63,21 @@ FG_API const struct fg_registry *fg_runtime_registry(struct fg_runtime *rt);
 FG_API uint64_t fg_runtime_generation(struct fg_runtime *rt);
 
 FG_API const char *fg_runtime_broker_id(struct fg_runtime *rt);
+
+/*
+ * Identities of connected clients (broker thread only). The auth plugin
+ * sets them at connect, forgets refused clients and marks disconnected
+ * ones gone; other plugins read them. NULL: the client has no identity
+ * (the auth plugin did not admit it), so nothing may be allowed to it.
+ */
+FG_API int fg_runtime_set_identity(struct fg_runtime *rt, const void *client,
+                                   bool is_device, const char *name,
+                                   const char *client_id);
+FG_API const struct fg_identity *fg_runtime_identity(struct fg_runtime *rt,
+                                                     const void *client);
+FG_API void fg_runtime_forget_identity(struct fg_runtime *rt,
+                                       const void *client);
+FG_API void fg_runtime_client_gone(struct fg_runtime *rt, const void *client);
 
 /* Audit: queue an event / note a device as seen now. */
 FG_API void fg_runtime_audit(struct fg_runtime *rt,

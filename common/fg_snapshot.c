@@ -72,8 +72,9 @@ static cJSON *registry_to_json(const struct fg_registry *reg)
 	const struct fg_cert *crt = fg_registry__certs(reg);
 	const struct fg_account *acc = fg_registry__accounts(reg);
 	cJSON *root = cJSON_CreateObject();
-	cJSON *devices, *certs, *accounts;
-	size_t i;
+	cJSON *devices, *certs, *accounts, *rules;
+	const struct fg_rule *rule;
+	size_t i, nrules;
 
 	if (root == NULL)
 		return NULL;
@@ -84,8 +85,25 @@ static cJSON *registry_to_json(const struct fg_registry *reg)
 	devices = cJSON_AddArrayToObject(root, "devices");
 	certs = cJSON_AddArrayToObject(root, "certificates");
 	accounts = cJSON_AddArrayToObject(root, "accounts");
-	if (devices == NULL || certs == NULL || accounts == NULL)
+	rules = cJSON_AddArrayToObject(root, "rules");
+	cJSON_AddBoolToObject(root, "has_rules", fg_registry_has_rules(reg));
+	if (devices == NULL || certs == NULL || accounts == NULL ||
+	    rules == NULL)
 		goto fail;
+	rule = fg_registry_rules(reg, &nrules);
+	for (i = 0; i < nrules; i++) {
+		cJSON *items[] = {
+		    cJSON_CreateNumber((double)rule[i].id),
+		    cJSON_CreateString(fg_rule_subject_str(rule[i].kind)),
+		    str_or_null(rule[i].subject),
+		    cJSON_CreateString(rule[i].pattern),
+		    cJSON_CreateString(fg_rule_access_str(rule[i].access)),
+		    cJSON_CreateBool(rule[i].allow),
+		    cJSON_CreateNumber(rule[i].priority),
+		};
+		if (add_row(rules, items, 7) != 0)
+			goto fail;
+	}
 	for (i = 0; i < fg_registry_device_count(reg); i++) {
 		cJSON *items[] = {
 		    cJSON_CreateString(dev[i].id),
@@ -294,7 +312,7 @@ static int json_to_registry(const cJSON *root, struct fg_registry *reg,
 	const cJSON *devices = cJSON_GetObjectItem(root, "devices");
 	const cJSON *certs = cJSON_GetObjectItem(root, "certificates");
 	const cJSON *accounts = cJSON_GetObjectItem(root, "accounts");
-	const cJSON *row;
+	const cJSON *row, *rows;
 	int bad = 0;
 
 	if (!cJSON_IsArray(devices) || !cJSON_IsArray(certs) ||
@@ -336,6 +354,26 @@ static int json_to_registry(const cJSON *root, struct fg_registry *reg,
 		    bad)
 			goto bad_row;
 	}
+	rows = cJSON_GetObjectItem(root, "rules");
+	cJSON_ArrayForEach(row, rows)
+	{
+		enum fg_rule_subject kind;
+		enum fg_rule_access access;
+
+		if (fg_rule_subject_parse(row_str(row, 1, false, &bad), &kind) !=
+		        0 ||
+		    fg_rule_access_parse(row_str(row, 4, false, &bad), &access) !=
+		        0 ||
+		    fg_registry_add_rule(reg, row_int(row, 0, &bad), kind,
+		                         row_str(row, 2, true, &bad),
+		                         row_str(row, 3, false, &bad), access,
+		                         row_bool(row, 5, &bad),
+		                         (int)row_int(row, 6, &bad)) != 0 ||
+		    bad)
+			goto bad_row;
+	}
+	fg_registry_set_has_rules(
+	    reg, cJSON_IsTrue(cJSON_GetObjectItem(root, "has_rules")));
 	return 0;
 bad_row:
 	fg_seterr(err, errlen, "snapshot holds a malformed row");

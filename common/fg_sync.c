@@ -51,6 +51,11 @@ static const char *const LOAD_SQL[] = {
     "cross_municipality, disabled FROM fleetgate.accounts",
 };
 
+/* Read only at schema version FG_SCHEMA_RULES and later. */
+static const char RULES_SQL[] =
+    "SELECT id, subject_kind, subject, pattern, access, effect = 'allow', "
+    "priority FROM fleetgate.acl_rules";
+
 static PGresult *run(PGconn *conn, const char *sql, ExecStatusType want,
                      char *err, size_t errlen)
 {
@@ -71,7 +76,7 @@ static const char *val(const PGresult *r, int row, int col)
 	return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
 }
 
-static int load_rows(PGresult *const res[4], struct fg_registry *reg, char *err,
+static int load_rows(PGresult *const res[5], struct fg_registry *reg, char *err,
                      size_t errlen)
 {
 	int i, skipped = 0;
@@ -120,6 +125,21 @@ static int load_rows(PGresult *const res[4], struct fg_registry *reg, char *err,
 		        val(res[3], i, 5)[0] == 't') != 0)
 			goto oom;
 	}
+	for (i = 0; res[4] != NULL && i < PQntuples(res[4]); i++) {
+		enum fg_rule_subject kind;
+		enum fg_rule_access access;
+
+		if (fg_rule_subject_parse(val(res[4], i, 1), &kind) != 0 ||
+		    fg_rule_access_parse(val(res[4], i, 4), &access) != 0 ||
+		    fg_registry_add_rule(
+		        reg, strtoll(val(res[4], i, 0), NULL, 10), kind,
+		        val(res[4], i, 2), val(res[4], i, 3), access,
+		        val(res[4], i, 5)[0] == 't',
+		        (int)strtol(val(res[4], i, 6), NULL, 10)) != 0)
+			skipped++;
+	}
+	if (res[4] != NULL)
+		fg_registry_set_has_rules(reg, true);
 	if (skipped > 0)
 		fg_log(MOSQ_LOG_WARNING,
 		       LOG_PREFIX
@@ -134,7 +154,7 @@ oom:
 
 struct fg_registry *fg_sync_load(PGconn *conn, char *err, size_t errlen)
 {
-	PGresult *res[4] = {NULL, NULL, NULL, NULL}, *r;
+	PGresult *res[5] = {NULL, NULL, NULL, NULL, NULL}, *r;
 	struct fg_registry *reg = NULL;
 	int version, i, ok = 0;
 
@@ -156,6 +176,11 @@ struct fg_registry *fg_sync_load(PGconn *conn, char *err, size_t errlen)
 		          version, FG_SCHEMA_MIN);
 		goto out;
 	}
+	if (version >= FG_SCHEMA_RULES) {
+		res[4] = run(conn, RULES_SQL, PGRES_TUPLES_OK, err, errlen);
+		if (res[4] == NULL)
+			goto out;
+	}
 	reg = fg_registry_new();
 	if (reg == NULL || load_rows(res, reg, err, errlen) != 0 ||
 	    fg_registry_finalise(reg, err, errlen) != 0)
@@ -170,7 +195,7 @@ struct fg_registry *fg_sync_load(PGconn *conn, char *err, size_t errlen)
 		       version, FG_SCHEMA_KNOWN, FG_SCHEMA_KNOWN);
 	ok = 1;
 out:
-	for (i = 0; i < 4; i++)
+	for (i = 0; i < 5; i++)
 		PQclear(res[i]);
 	r = run(conn, ok ? "COMMIT" : "ROLLBACK", PGRES_COMMAND_OK, NULL, 0);
 	PQclear(r);

@@ -200,6 +200,7 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 		/* A client refused on a re-check (SIGHUP) must not stay
 		 * tracked under its old identity. */
 		auth_sessions_remove(&p->sessions, ed->client);
+		fg_runtime_forget_identity(p->rt, ed->client);
 		log_decision(p, event_name, "refused", r, req.client_id,
 		             req.username, address, fp);
 		audit(p, event_name, "refused", r,
@@ -209,6 +210,17 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	}
 	remember(p, ed->client, &req, &id, address);
 	device_id = id.is_device ? id.device->id : NULL;
+	if (fg_runtime_set_identity(p->rt, ed->client, id.is_device,
+	                            device_id ? device_id : req.username,
+	                            req.client_id) != 0) {
+		/* Without an identity the other plugins would deny it all. */
+		mosquitto_log_printf(MOSQ_LOG_ERR,
+		                     AUTH_LOG " out of memory recording the "
+		                              "identity of client_id=%.64s",
+		                     req.client_id);
+		auth_sessions_remove(&p->sessions, ed->client);
+		return MOSQ_ERR_AUTH;
+	}
 	log_decision(p, event_name, "accepted", r, req.client_id,
 	             device_id ? device_id : req.username, address, fp);
 	audit(p, event_name, "accepted", r, device_id, req.client_id,
@@ -311,6 +323,7 @@ static int on_disconnect(int event, void *event_data, void *userdata)
 	struct auth_session *s;
 
 	(void)event;
+	fg_runtime_client_gone(p->rt, ed->client);
 	s = auth_sessions_get(&p->sessions, ed->client);
 	if (s == NULL)
 		return MOSQ_ERR_SUCCESS;
