@@ -355,15 +355,14 @@ static int json_to_registry(const cJSON *root, struct fg_registry *reg,
 			goto bad_row;
 	}
 	rows = cJSON_GetObjectItem(root, "rules");
-	cJSON_ArrayForEach(row, rows)
-	{
+	cJSON_ArrayForEach (row, rows) {
 		enum fg_rule_subject kind;
 		enum fg_rule_access access;
 
-		if (fg_rule_subject_parse(row_str(row, 1, false, &bad), &kind) !=
-		        0 ||
-		    fg_rule_access_parse(row_str(row, 4, false, &bad), &access) !=
-		        0 ||
+		if (fg_rule_subject_parse(row_str(row, 1, false, &bad),
+		                          &kind) != 0 ||
+		    fg_rule_access_parse(row_str(row, 4, false, &bad),
+		                         &access) != 0 ||
 		    fg_registry_add_rule(reg, row_int(row, 0, &bad), kind,
 		                         row_str(row, 2, true, &bad),
 		                         row_str(row, 3, false, &bad), access,

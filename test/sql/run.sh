@@ -2,7 +2,7 @@
 # shellcheck source-path=SCRIPTDIR
 # run.sh: SQL tests of the fleetgate registry: role privileges, the
 # append-only audit trail, the audit trigger, the admin functions, the
-# registry notifications and sql/migrate.sh.
+# registry notifications, the ACL rules of migration 002 and sql/migrate.sh.
 #
 # Usage:
 #   test/sql/run.sh               use the server in PGHOST/PGPORT/PGDATABASE;
@@ -32,15 +32,17 @@ case ${1:-} in
 esac
 
 cluster_dir=
-scratch_db=
+# Databases the migration tests create; cleanup drops them.
+scratch_dbs=()
 PSQL=${PSQL:-psql}
 
 cleanup() {
 	local status=$?
-	if [[ -n $scratch_db ]]; then
+	local db
+	for db in "${scratch_dbs[@]}"; do
 		"$PSQL" -X -q -d postgres \
-			-c "drop database if exists \"$scratch_db\"" >/dev/null 2>&1 || true
-	fi
+			-c "drop database if exists \"$db\"" >/dev/null 2>&1 || true
+	done
 	if [[ -n $cluster_dir ]]; then
 		pg_cluster_stop "$cluster_dir" || status=1
 		rm -rf -- "$cluster_dir"
@@ -181,7 +183,7 @@ echo "# run id $run_id on $PGHOST:$PGPORT/$PGDATABASE"
 
 # Schema -------------------------------------------------------------------
 
-expect_value "the registry is at schema version 1" "$superuser" 1 \
+expect_value "the registry is at schema version 2" "$superuser" 2 \
 	"select max(version) from fleetgate.schema_version"
 
 # Broker privileges --------------------------------------------------------
@@ -506,12 +508,277 @@ expect_value "a direct municipality update is audited with old and new name" \
 	"$(latest_audit municipalities_update "new_value->>'id' = '$muni'" \
 		"actor || '|' || (old_value->>'name') || '|' || (new_value->>'name')")"
 
+# ACL rules (migration 002) -------------------------------------------------
+
+# Not registered: a rule may be written before its device exists.
+rule_dev=sqlt-$run_id-d3
+
+# acl_notified OUTPUT OP ID: whether psql OUTPUT shows the registry
+# notification for acl rule ID and operation OP.
+acl_notified() {
+	local payload
+	payload="{\"id\": \"$3\", \"op\": \"$2\", \"table\": \"acl_rules\"}"
+	grep -qF -- \
+		"Asynchronous notification \"fleetgate_registry\" with payload \"$payload\"" \
+		<<<"$1"
+}
+
+name="add_acl_rule returns the new id and notifies the brokers"
+rule_id=
+if out=$(sql "$admin" -c "listen fleetgate_registry" \
+	-c "set fleetgate.actor = 'carol@ops'" -c "
+	select fleetgate.add_acl_rule('device', '$rule_dev', 'water/%m/%c/#',
+	                              'publish', 'allow', 10, 'sqltest $run_id')"); then
+	rule_id=$(head -n 1 <<<"$out")
+	if [[ $rule_id =~ ^[0-9]+$ ]] && acl_notified "$out" insert "$rule_id"; then
+		pass "$name"
+	else
+		fail "$name" "got: $out"
+	fi
+else
+	fail "$name" "output: $out"
+fi
+[[ $rule_id =~ ^[0-9]+$ ]] || {
+	echo "Bail out! add_acl_rule returned no id: $out"
+	exit 1
+}
+expect_value "add_acl_rule stores a rule for a device not registered yet" \
+	"$superuser" "device|$rule_dev|water/%m/%c/#|publish|allow|10|sqltest $run_id" "
+	select concat_ws('|', subject_kind, subject, pattern, access, effect,
+	                 priority, comment)
+	from fleetgate.acl_rules where id = $rule_id"
+expect_value "add_acl_rule leaves an audit row with actor and the new rule" \
+	"$superuser" "carol@ops|water/%m/%c/#|$rule_dev||" \
+	"$(latest_audit acl_rules_insert "new_value->>'id' = '$rule_id'" \
+		"actor || '|' || (new_value->>'pattern') || '|' ||
+		 (new_value->>'subject') || '|' || coalesce(old_value::text, '') ||
+		 '|' || coalesce(device_id, '')")"
+
+rule_all=$(q "$admin" "
+	select fleetgate.add_acl_rule('all_devices', null, 'water/%m/+/status',
+	                              'receive', 'deny')")
+expect_value "a rule for all devices has no subject and priority 0 by default" \
+	"$superuser" "all_devices|true|0|true" "
+	select subject_kind || '|' || (subject is null) || '|' || priority || '|' ||
+	       (comment is null)
+	from fleetgate.acl_rules where id = '$rule_all'"
+expect_ok "add_acl_rule accepts account, role and municipality subjects" \
+	"$admin" "
+	begin;
+	select fleetgate.add_acl_rule('account', '$account', '\$SYS/#',
+	                              'subscribe', 'allow');
+	select fleetgate.add_acl_rule('role', 'operator', 'water/+/+/readings',
+	                              'receive', 'allow', -5);
+	select fleetgate.add_acl_rule('municipality', '$muni', 'water/%m/#',
+	                              'publish', 'deny', 100, 'backstop');
+	rollback"
+
+# Patterns: MQTT topic filter syntax. Each check also runs through the
+# table constraint, so a direct INSERT is judged the same way.
+expect_value "valid topic patterns pass the pattern check" "$admin" \
+	"ok,ok,ok,ok,ok,ok,ok,ok,ok,ok" "
+	select string_agg(coalesce(fleetgate.topic_filter_problem(p), 'ok'), ','
+	                  order by n)
+	from unnest(array['#', '+', '+/+/#', '/', 'a//b', '\$SYS/#',
+	                  'water/%m/%c', 'x/%c-in/y', 'a/b/#',
+	                  repeat('a', 65535)]) with ordinality as t(p, n)"
+expect_error "add_acl_rule refuses '#' before the last level" "$admin" \
+	"invalid topic pattern '#/a': '#' must be the last level" "
+	select fleetgate.add_acl_rule('role', 'operator', '#/a', 'publish',
+	                              'allow')"
+expect_error "add_acl_rule refuses '#' inside a level" "$admin" \
+	"invalid topic pattern 'a/#b': '#' must be a level of its own" "
+	select fleetgate.add_acl_rule('role', 'operator', 'a/#b', 'publish',
+	                              'allow')"
+expect_error "add_acl_rule refuses '+' inside a level" "$admin" \
+	"invalid topic pattern 'a\\+/b': '\\+' must be a level of its own" "
+	select fleetgate.add_acl_rule('role', 'operator', 'a+/b', 'publish',
+	                              'allow')"
+expect_error "add_acl_rule refuses an empty pattern" "$admin" \
+	"invalid topic pattern '': the pattern is empty" "
+	select fleetgate.add_acl_rule('role', 'operator', '', 'publish', 'allow')"
+expect_error "add_acl_rule refuses a NULL pattern" "$admin" \
+	"invalid topic pattern NULL: the pattern is empty" "
+	select fleetgate.add_acl_rule('role', 'operator', null, 'publish',
+	                              'allow')"
+expect_error "add_acl_rule refuses a pattern over 65535 bytes" "$admin" \
+	"the pattern is longer than 65535 bytes" "
+	select fleetgate.add_acl_rule('role', 'operator', repeat('ä', 32768),
+	                              'publish', 'allow')"
+expect_error "a pattern cannot carry a NUL" "$admin" \
+	"null character not permitted" "
+	select fleetgate.add_acl_rule('role', 'operator', 'a' || chr(0),
+	                              'publish', 'allow')"
+expect_error "the table refuses a bad pattern inserted directly" "$admin" \
+	"acl_rules_pattern_format" "
+	insert into fleetgate.acl_rules (subject_kind, subject, pattern, access,
+	                                 effect)
+	values ('role', 'operator', 'a/#/b', 'publish', 'allow')"
+
+# Kind, access, effect and priority.
+expect_error "add_acl_rule refuses an unknown subject kind" "$admin" \
+	"unknown subject kind 'devices'" "
+	select fleetgate.add_acl_rule('devices', '$dev', 'a/b', 'publish',
+	                              'allow')"
+expect_error "add_acl_rule refuses an unknown access" "$admin" \
+	"unknown access 'write'" "
+	select fleetgate.add_acl_rule('device', '$dev', 'a/b', 'write', 'allow')"
+expect_error "add_acl_rule refuses an unknown effect" "$admin" \
+	"unknown effect 'permit'" "
+	select fleetgate.add_acl_rule('device', '$dev', 'a/b', 'publish',
+	                              'permit')"
+expect_error "add_acl_rule refuses a NULL priority" "$admin" \
+	"priority must be an integer, not NULL" "
+	select fleetgate.add_acl_rule('device', '$dev', 'a/b', 'publish',
+	                              'allow', null)"
+expect_error "the table refuses an unknown access inserted directly" \
+	"$admin" "acl_rules_access_known" "
+	insert into fleetgate.acl_rules (subject_kind, subject, pattern, access,
+	                                 effect)
+	values ('device', '$dev', 'a/b', 'write', 'allow')"
+
+# The subject is NULL exactly for all_devices.
+expect_error "add_acl_rule refuses a subject for all_devices" "$admin" \
+	"a rule for all_devices takes no subject \\(got '$dev'\\)" "
+	select fleetgate.add_acl_rule('all_devices', '$dev', 'a/b', 'publish',
+	                              'allow')"
+expect_error "add_acl_rule refuses a device rule without a subject" "$admin" \
+	"a rule for subject kind device needs a subject" "
+	select fleetgate.add_acl_rule('device', null, 'a/b', 'publish', 'allow')"
+expect_error "add_acl_rule refuses a municipality rule without a subject" \
+	"$admin" "a rule for subject kind municipality needs a subject" "
+	select fleetgate.add_acl_rule('municipality', null, 'a/b', 'publish',
+	                              'allow')"
+expect_error "the table refuses a subject for all_devices inserted directly" \
+	"$admin" "acl_rules_subject_null_iff_all_devices" "
+	insert into fleetgate.acl_rules (subject_kind, subject, pattern, access,
+	                                 effect)
+	values ('all_devices', '$dev', 'a/b', 'publish', 'allow')"
+expect_error "the table refuses a role rule without a subject inserted directly" \
+	"$admin" "acl_rules_subject_null_iff_all_devices" "
+	insert into fleetgate.acl_rules (subject_kind, subject, pattern, access,
+	                                 effect)
+	values ('role', null, 'a/b', 'publish', 'allow')"
+expect_error "add_acl_rule refuses a device subject no device can have" \
+	"$admin" "invalid device subject 'dev/1'" "
+	select fleetgate.add_acl_rule('device', 'dev/1', 'a/b', 'publish',
+	                              'allow')"
+expect_error "add_acl_rule refuses an account subject with '+'" "$admin" \
+	"invalid account subject 'ops\\+1'" "
+	select fleetgate.add_acl_rule('account', 'ops+1', 'a/b', 'publish',
+	                              'allow')"
+
+# Direct changes by the admin are audited and notified too.
+name="a direct rule insert by the admin gets an id and is notified"
+rule_direct=
+if out=$(sql "$admin" -c "listen fleetgate_registry" -c "
+	insert into fleetgate.acl_rules (subject_kind, subject, pattern, access,
+	                                 effect, comment)
+	values ('role', 'operator', 'water/%m/#', 'subscribe', 'allow',
+	        'sqltest $run_id')
+	returning id"); then
+	rule_direct=$(head -n 1 <<<"$out")
+	if [[ $rule_direct =~ ^[0-9]+$ ]] &&
+		acl_notified "$out" insert "$rule_direct"; then
+		pass "$name"
+	else
+		fail "$name" "got: $out"
+	fi
+else
+	fail "$name" "output: $out"
+fi
+if out=$(sql "$admin" -c "listen fleetgate_registry" -c "
+	update fleetgate.acl_rules set priority = 20
+	where id = '$rule_direct'"); then
+	if acl_notified "$out" update "$rule_direct"; then
+		pass "a direct rule update is notified"
+	else
+		fail "a direct rule update is notified" "got: $out"
+	fi
+else
+	fail "a direct rule update is notified" "output: $out"
+fi
+expect_value "a direct rule update is audited with the changed column" \
+	"$superuser" "fg_admin|0|20|[\"priority\"]" \
+	"$(latest_audit acl_rules_update "new_value->>'id' = '$rule_direct'" \
+		"actor || '|' || (old_value->>'priority') || '|' ||
+		 (new_value->>'priority') || '|' || (detail->'changed')::text")"
+
+# remove_acl_rule.
+if out=$(sql "$admin" -c "listen fleetgate_registry" -c "
+	select fleetgate.remove_acl_rule($rule_id)"); then
+	if acl_notified "$out" delete "$rule_id"; then
+		pass "remove_acl_rule notifies the brokers"
+	else
+		fail "remove_acl_rule notifies the brokers" "got: $out"
+	fi
+else
+	fail "remove_acl_rule notifies the brokers" "output: $out"
+fi
+expect_value "remove_acl_rule removes the rule" "$superuser" 0 "
+	select count(*) from fleetgate.acl_rules where id = $rule_id"
+expect_value "remove_acl_rule leaves an audit row with the old rule" \
+	"$superuser" "fg_admin|water/%m/%c/#|publish|" \
+	"$(latest_audit acl_rules_delete "old_value->>'id' = '$rule_id'" \
+		"actor || '|' || (old_value->>'pattern') || '|' ||
+		 (old_value->>'access') || '|' || coalesce(new_value::text, '')")"
+expect_error "remove_acl_rule refuses an unknown id" "$admin" \
+	"unknown acl rule $rule_id" \
+	"select fleetgate.remove_acl_rule($rule_id)"
+expect_error "remove_acl_rule refuses a NULL id" "$admin" \
+	"an acl rule id is required" \
+	"select fleetgate.remove_acl_rule(null)"
+
+# The broker reads the rules and writes ACL audit rows, nothing more.
+expect_value "broker can read the acl rules as the loader does" "$broker" \
+	"$rule_all|all_devices||water/%m/+/status|receive|f|0" "
+	select id, subject_kind, subject, pattern, access, effect = 'allow',
+	       priority
+	from fleetgate.acl_rules where id = $rule_all"
+expect_error "broker cannot insert acl rules" "$broker" \
+	"permission denied for table acl_rules" "
+	insert into fleetgate.acl_rules (subject_kind, subject, pattern, access,
+	                                 effect)
+	values ('device', '$dev', '#', 'publish', 'allow')"
+expect_error "broker cannot update acl rules" "$broker" \
+	"permission denied for table acl_rules" "
+	update fleetgate.acl_rules set effect = 'allow' where id = $rule_all"
+expect_error "broker cannot delete acl rules" "$broker" \
+	"permission denied for table acl_rules" "
+	delete from fleetgate.acl_rules where id = $rule_all"
+expect_error "broker cannot truncate acl rules" "$broker" \
+	"permission denied for table acl_rules" \
+	"truncate fleetgate.acl_rules"
+expect_error "broker cannot run add_acl_rule" "$broker" \
+	"permission denied for function add_acl_rule" "
+	select fleetgate.add_acl_rule('device', '$dev', '#', 'publish', 'allow')"
+expect_error "broker cannot run remove_acl_rule" "$broker" \
+	"permission denied for function remove_acl_rule" \
+	"select fleetgate.remove_acl_rule($rule_all)"
+expect_ok "broker can insert an acl denial audit row with detail" "$broker" "
+	insert into fleetgate.audit_events
+	    (broker_id, source, event, outcome, reason, device_id, client_id,
+	     username, detail)
+	values ('sqltest-acl', 'acl', 'deny', 'denied', 'publish', '$dev', '$dev',
+	        '$dev', jsonb_build_object('topic', 'water/other/$dev/readings',
+	                                   'count', 3))"
+expect_value "the broker's acl audit row is stored with its detail" \
+	"$superuser" "acl|deny|denied|publish|$dev|water/other/$dev/readings|3" "
+	select concat_ws('|', source, event, outcome, reason, username,
+	                 detail->>'topic', detail->>'count')
+	from fleetgate.audit_events
+	where broker_id = 'sqltest-acl' and device_id = '$dev'"
+expect_error "admin cannot truncate acl rules (it would bypass the audit)" \
+	"$admin" "permission denied for table acl_rules" \
+	"truncate fleetgate.acl_rules"
+
 # migrate.sh ---------------------------------------------------------------
 
 migrate=$repo/sql/migrate.sh
 
 if out=$("$migrate" 2>&1); then
 	if grep -q '^migrate: skipped 001_registry.sql' <<<"$out" &&
+		grep -q '^migrate: skipped 002_acl.sql' <<<"$out" &&
 		! grep -q '^migrate: applied' <<<"$out"; then
 		pass "migrate.sh on a migrated database skips every file"
 	else
@@ -523,18 +790,21 @@ else
 fi
 
 scratch_db=fleetgate_sqltest_$$
+scratch_dbs+=("$scratch_db")
 q "$superuser" "create database \"$scratch_db\"" >/dev/null
 first=$(PGDATABASE=$scratch_db "$migrate" 2>&1) && first_rc=0 || first_rc=$?
 second=$(PGDATABASE=$scratch_db "$migrate" 2>&1) && second_rc=0 || second_rc=$?
 versions=$(PGDATABASE=$scratch_db q "$superuser" \
 	"select string_agg(version::text, ',') from fleetgate.schema_version")
-if [[ $first_rc == 0 && $first == *"applied 001_registry.sql"* ]]; then
+if [[ $first_rc == 0 && $first == "migrate: applied 001_registry.sql (version 1)
+migrate: applied 002_acl.sql (version 2)" ]]; then
 	pass "migrate.sh migrates an empty database"
 else
 	fail "migrate.sh migrates an empty database" "exit $first_rc" "$first"
 fi
 if [[ $second_rc == 0 && $second == *"skipped 001_registry.sql"* &&
-	$second != *"migrate: applied"* && $versions == 1 ]]; then
+	$second == *"skipped 002_acl.sql"* &&
+	$second != *"migrate: applied"* && $versions == 1,2 ]]; then
 	pass "migrate.sh run twice is idempotent"
 else
 	fail "migrate.sh run twice is idempotent" "exit $second_rc" "$second" \
@@ -548,28 +818,64 @@ if [[ $rc != 0 && $out == *"fleetgate migration 001 is already applied"* ]]; the
 else
 	fail "001_registry.sql refuses to run twice" "exit $rc" "$out"
 fi
+out=$(PGDATABASE=$scratch_db sql "$superuser" -f "$repo/sql/002_acl.sql") &&
+	rc=0 || rc=$?
+if [[ $rc != 0 && $out == *"fleetgate migration 002 is already applied"* ]]; then
+	pass "002_acl.sql refuses to run twice"
+else
+	fail "002_acl.sql refuses to run twice" "exit $rc" "$out"
+fi
+
+# 002 on a database that an earlier release left at version 1.
+scratch_v1=fleetgate_sqltest_v1_$$
+scratch_dbs+=("$scratch_v1")
+q "$superuser" "create database \"$scratch_v1\"" >/dev/null
+out=$(PGDATABASE=$scratch_v1 sql "$superuser" -f "$repo/sql/002_acl.sql") &&
+	rc=0 || rc=$?
+if [[ $rc != 0 && $out == *'schema "fleetgate" does not exist'* ]]; then
+	pass "002_acl.sql refuses a database without 001"
+else
+	fail "002_acl.sql refuses a database without 001" "exit $rc" "$out"
+fi
+PGDATABASE=$scratch_v1 sql "$superuser" -f "$repo/sql/001_registry.sql" \
+	>/dev/null
+out=$(PGDATABASE=$scratch_v1 "$migrate" 2>&1) && rc=0 || rc=$?
+if [[ $rc == 0 && $out == "migrate: skipped 001_registry.sql (version 1 already applied)
+migrate: applied 002_acl.sql (version 2)" ]]; then
+	pass "migrate.sh applies 002 on top of a database at version 1"
+else
+	fail "migrate.sh applies 002 on top of a database at version 1" \
+		"exit $rc" "$out"
+fi
+PGDATABASE=$scratch_v1 expect_value \
+	"the database migrated from version 1 has an empty acl_rules table" \
+	"$superuser" "2|0" "
+	select (select max(version) from fleetgate.schema_version) || '|' ||
+	       (select count(*) from fleetgate.acl_rules)"
 
 expect_error "a later migration refuses to run before its predecessor" \
-	"$superuser" "migration 003 needs the database at version 2, but it is at" \
-	"begin; call fleetgate.assert_migration(3); rollback"
+	"$superuser" "migration 004 needs the database at version 3, but it is at" \
+	"begin; call fleetgate.assert_migration(4); rollback"
 expect_error "a later migration refuses to run twice" "$superuser" \
 	"fleetgate migration 001 is already applied" \
 	"begin; call fleetgate.assert_migration(1); rollback"
 
 # A pending migration is applied after the ones already recorded.
 migrations_copy=$(mktemp -d "${TMPDIR:-/tmp}/fleetgate-sqltest-migrations.XXXXXX")
-cp "$migrate" "$repo/sql/001_registry.sql" "$migrations_copy/"
-cat >"$migrations_copy/002_sqltest.sql" <<'EOF'
+cp "$migrate" "$repo/sql/001_registry.sql" "$repo/sql/002_acl.sql" \
+	"$migrations_copy/"
+cat >"$migrations_copy/003_sqltest.sql" <<'EOF'
 begin;
-call fleetgate.assert_migration(2);
+call fleetgate.assert_migration(3);
 create table fleetgate.sqltest_pending (x int);
-insert into fleetgate.schema_version (version) values (2);
+insert into fleetgate.schema_version (version) values (3);
 commit;
 EOF
 out=$(PGDATABASE=$scratch_db "$migrations_copy/migrate.sh" 2>&1) && rc=0 || rc=$?
 rm -rf -- "$migrations_copy"
 if [[ $rc == 0 && $out == "migrate: skipped 001_registry.sql (version 1 already applied)
-migrate: applied 002_sqltest.sql (version 2)" ]]; then
+migrate: skipped 002_acl.sql (version 2 already applied)
+migrate: applied 003_sqltest.sql (version 3)" ]]; then
 	pass "migrate.sh applies only the pending migration"
 else
 	fail "migrate.sh applies only the pending migration" "exit $rc" "$out"
