@@ -17,6 +17,13 @@
  *             [--hold S]                      stay connected S seconds
  *             [--wait-disconnect S]           expect a disconnect within S
  *             [--raw --id-hex HEX]            hand-built CONNECT (see below)
+ *             [--raw-subscribe-hex HEX | --raw-publish-hex HEX]
+ *                                             (--raw) then one SUBSCRIBE or
+ *                                             QoS 1 PUBLISH (see below)
+ *             [--script]                      after CONNACK, run commands
+ *                                             from standard input (below)
+ *             [--will-topic T [--will-payload P] [--will-qos Q]
+ *              [--will-retain]]               a Will for the connection
  *
  * Output (stdout, one line each, flushed at once):
  *   connack rc=N reason=TEXT      the broker's CONNACK; N is the MQTT 3.1.1
@@ -54,7 +61,46 @@
  * client identifier given as hex bytes by --id-hex. It exists to send
  * identifiers that libmosquitto refuses to put on the wire, such as ones
  * holding control characters, so that the broker's answer to them can be
- * tested. It only reports the CONNACK (or its absence).
+ * tested. It reports the CONNACK (or its absence). With --raw-subscribe-hex
+ * or --raw-publish-hex it then sends one SUBSCRIBE (QoS 0) or one QoS 1
+ * PUBLISH (payload "raw") whose topic is the given bytes, so that topics
+ * libmosquitto refuses to send (invalid UTF-8) can be tried, and prints
+ *   suback rc=N | puback rc=N     the broker's answer (N: the granted QoS
+ *                                 or reason code; a v5 PUBACK without one
+ *                                 is 0)
+ *   error stage=subscribe|publish rc=N text=TEXT
+ *                                 the broker closed the connection instead
+ *                                 (exit code 4)
+ *
+ * --script: once the CONNACK accepted the client, fg_client prints "ready"
+ * and reads one command a line from standard input, while it keeps serving
+ * the connection. Fields are separated by single blanks; the topic or filter
+ * is the rest of the line, so it may hold blanks. TAG is a word of the
+ * test's choice that names the command in the answers (and is the payload
+ * of a published message).
+ *   sub TAG QOS FILTER       SUBSCRIBE   -> suback tag=TAG rc=N (N >= 128:
+ *                                           refused, 0x80 in 3.1.1, 0x87
+ *                                           and others in 5)
+ *   unsub TAG FILTER         UNSUBSCRIBE -> unsuback tag=TAG
+ *   pub TAG QOS RETAIN TOPIC PUBLISH with payload TAG (RETAIN 0 or 1)
+ *                                        -> QoS 0: sent tag=TAG once queued;
+ *                                           QoS 1/2: puback tag=TAG rc=N
+ *                                           (N: the v5 reason code, 0x87 is
+ *                                           a refusal; 3.1.1 has none: 0)
+ *   echo TEXT                prints "echo TEXT" (a marker in the output)
+ *   sleep MS                 serves the connection MS ms before the next
+ *                            command
+ *   quit                     clean DISCONNECT and exit (also at end of input)
+ *   die                      exit at once without DISCONNECT, so that the
+ *                            broker publishes the Will
+ * A command libmosquitto refuses prints "suberr|puberr|unsuberr tag=TAG
+ * rc=N text=TEXT". Every message received prints
+ *   msg qos=Q retain=R ms=EPOCH_MS payload=PAYLOAD topic=TOPIC
+ * (payload: at most 64 bytes, bytes outside 0x21..0x7e as '.'; topic: the
+ * rest of the line, control characters as '?'). When the broker closes the
+ * connection, "disconnected ..." is printed as with --wait-disconnect; the
+ * client keeps reading (and ignoring) commands until the end of its input,
+ * then exits 4. Otherwise the exit code is 0.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -88,7 +134,12 @@ enum {
 };
 
 #define RAW_ID_MAX 1024
-#define RAW_BUF_MAX 4096
+#define RAW_TOPIC_MAX 16384
+#define RAW_BUF_MAX (RAW_TOPIC_MAX + 256)
+#define RAW_IN_MAX 65536
+#define SCRIPT_LINE_MAX (1024 * 1024)
+
+enum raw_action { RAW_CONNECT_ONLY, RAW_SUBSCRIBE, RAW_PUBLISH };
 
 struct options {
 	const char *host;
@@ -106,7 +157,17 @@ struct options {
 	bool raw;
 	unsigned char raw_id[RAW_ID_MAX];
 	size_t raw_id_len;
+	enum raw_action raw_action;
+	unsigned char raw_topic[RAW_TOPIC_MAX];
+	size_t raw_topic_len;
+	bool script;
+	const char *will_topic;
+	const char *will_payload;
+	int will_qos;
+	bool will_retain;
 };
+
+struct script;
 
 struct state {
 	bool got_connack;
@@ -116,6 +177,7 @@ struct state {
 	int64_t connack_ms;
 	int64_t disconnect_ms;
 	int64_t disconnect_epoch_ms;
+	struct script *script;
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -170,7 +232,11 @@ static void usage(void)
 	                "                 [--username U] [--password P]"
 	                " [--v5|--v311] [--timeout S]\n"
 	                "                 [--hold S | --wait-disconnect S]"
-	                " [--raw --id-hex HEX]\n");
+	                " [--raw --id-hex HEX]\n"
+	                "                 [--raw-subscribe-hex HEX |"
+	                " --raw-publish-hex HEX] [--script]\n"
+	                "                 [--will-topic T [--will-payload P]"
+	                " [--will-qos Q] [--will-retain]]\n");
 }
 
 static bool parse_int(const char *s, int min, int max, int *out)
@@ -222,6 +288,7 @@ static bool parse_args(int argc, char **argv, struct options *o)
 {
 	int i;
 	const char *id_hex = NULL;
+	const char *topic_hex = NULL;
 
 	memset(o, 0, sizeof(*o));
 	o->host = "127.0.0.1";
@@ -244,6 +311,12 @@ static bool parse_args(int argc, char **argv, struct options *o)
 		} else if (strcmp(a, "--raw") == 0) {
 			o->raw = true;
 			takes_value = false;
+		} else if (strcmp(a, "--script") == 0) {
+			o->script = true;
+			takes_value = false;
+		} else if (strcmp(a, "--will-retain") == 0) {
+			o->will_retain = true;
+			takes_value = false;
 		} else if (v == NULL) {
 			fprintf(stderr, "fg_client: %s needs a value\n", a);
 			return false;
@@ -262,6 +335,23 @@ static bool parse_args(int argc, char **argv, struct options *o)
 			o->id = v;
 		} else if (strcmp(a, "--id-hex") == 0) {
 			id_hex = v;
+		} else if (strcmp(a, "--raw-subscribe-hex") == 0 ||
+		           strcmp(a, "--raw-publish-hex") == 0) {
+			if (topic_hex != NULL) {
+				fprintf(stderr, "fg_client: one raw SUBSCRIBE "
+				                "or PUBLISH only\n");
+				return false;
+			}
+			topic_hex = v;
+			o->raw_action =
+			    a[6] == 's' ? RAW_SUBSCRIBE : RAW_PUBLISH;
+		} else if (strcmp(a, "--will-topic") == 0) {
+			o->will_topic = v;
+		} else if (strcmp(a, "--will-payload") == 0) {
+			o->will_payload = v;
+		} else if (strcmp(a, "--will-qos") == 0) {
+			if (!parse_int(v, 0, 2, &o->will_qos))
+				return false;
 		} else if (strcmp(a, "--username") == 0) {
 			o->username = v;
 		} else if (strcmp(a, "--password") == 0) {
@@ -298,6 +388,29 @@ static bool parse_args(int argc, char **argv, struct options *o)
 	if (o->hold_s >= 0 && o->wait_disconnect_s >= 0) {
 		fprintf(stderr, "fg_client: --hold or --wait-disconnect, "
 		                "not both\n");
+		return false;
+	}
+	if (o->raw && (o->script || o->will_topic != NULL)) {
+		fprintf(stderr, "fg_client: --raw takes neither --script nor "
+		                "a Will\n");
+		return false;
+	}
+	if (o->script && (o->hold_s >= 0 || o->wait_disconnect_s >= 0)) {
+		fprintf(stderr, "fg_client: --script goes with neither --hold "
+		                "nor --wait-disconnect\n");
+		return false;
+	}
+	if (o->will_topic == NULL &&
+	    (o->will_payload != NULL || o->will_qos != 0 || o->will_retain)) {
+		fprintf(stderr, "fg_client: Will options need --will-topic\n");
+		return false;
+	}
+	if (topic_hex != NULL &&
+	    (!o->raw || !parse_hex(topic_hex, o->raw_topic,
+	                           sizeof(o->raw_topic), &o->raw_topic_len))) {
+		fprintf(stderr, "fg_client: --raw-subscribe-hex and "
+		                "--raw-publish-hex need --raw and an even "
+		                "number of hex digits\n");
 		return false;
 	}
 	if (o->raw) {
@@ -410,6 +523,371 @@ static int run_loop(struct mosquitto *mosq, struct state *st, int64_t deadline,
 	return last;
 }
 
+/* ---- script mode: commands on standard input ---- */
+
+struct script {
+	struct mosquitto *mosq;
+	struct state *st;
+	const struct options *o;
+	/* What each outstanding SUBSCRIBE, UNSUBSCRIBE or QoS 1/2 PUBLISH
+	 * was called; message ids are 16 bits. */
+	char *tag_of_mid[65536];
+	char *buf;
+	size_t len;
+	size_t cap;
+	bool eof;
+	bool quit;
+	bool reported_disconnect;
+	int64_t sleep_until;
+};
+
+static void script_set_tag(struct script *sc, int mid, const char *tag)
+{
+	if (mid < 0 || mid > 65535)
+		return;
+	free(sc->tag_of_mid[mid]);
+	sc->tag_of_mid[mid] = strdup(tag);
+}
+
+/* Returns the tag of mid (to be freed), NULL when there is none. */
+static char *script_take_tag(struct script *sc, int mid)
+{
+	char *tag;
+
+	if (sc == NULL || mid < 0 || mid > 65535)
+		return NULL;
+	tag = sc->tag_of_mid[mid];
+	sc->tag_of_mid[mid] = NULL;
+	return tag;
+}
+
+static void on_subscribe(struct mosquitto *mosq, void *obj, int mid,
+                         int qos_count, const int *granted,
+                         const mosquitto_property *props)
+{
+	struct state *st = obj;
+	char *tag = script_take_tag(st->script, mid);
+	int i;
+
+	(void)mosq;
+	(void)props;
+	for (i = 0; i < qos_count; i++)
+		printf("suback tag=%s rc=%d\n", tag ? tag : "?", granted[i]);
+	fflush(stdout);
+	free(tag);
+}
+
+static void on_unsubscribe(struct mosquitto *mosq, void *obj, int mid,
+                           const mosquitto_property *props)
+{
+	struct state *st = obj;
+	char *tag = script_take_tag(st->script, mid);
+
+	(void)mosq;
+	(void)props;
+	printf("unsuback tag=%s\n", tag ? tag : "?");
+	fflush(stdout);
+	free(tag);
+}
+
+/* QoS 0 messages are reported when queued (see script_pub): their
+ * callback may run inside mosquitto_publish, before the tag is known. */
+static void on_publish(struct mosquitto *mosq, void *obj, int mid,
+                       int reason_code, const mosquitto_property *props)
+{
+	struct state *st = obj;
+	char *tag = script_take_tag(st->script, mid);
+
+	(void)mosq;
+	(void)props;
+	if (tag == NULL)
+		return;
+	printf("puback tag=%s rc=%d\n", tag, reason_code);
+	fflush(stdout);
+	free(tag);
+}
+
+static void on_message(struct mosquitto *mosq, void *obj,
+                       const struct mosquitto_message *m,
+                       const mosquitto_property *props)
+{
+	char payload[65];
+	const unsigned char *p = m->payload;
+	size_t n = m->payloadlen > 64 ? 64 : (size_t)m->payloadlen;
+	size_t i;
+
+	(void)mosq;
+	(void)obj;
+	(void)props;
+	for (i = 0; i < n; i++)
+		payload[i] = (p[i] > 0x20 && p[i] < 0x7f) ? (char)p[i] : '.';
+	payload[n] = '\0';
+	printf("msg qos=%d retain=%d ms=%lld payload=%s topic=", m->qos,
+	       m->retain ? 1 : 0, (long long)now_ms(CLOCK_REALTIME), payload);
+	for (p = (const unsigned char *)m->topic; *p != '\0'; p++)
+		putchar(*p < 0x20 || *p == 0x7f ? '?' : *p);
+	putchar('\n');
+	fflush(stdout);
+}
+
+/* Splits off the next blank-separated field of *rest; NULL when none. */
+static char *next_field(char **rest)
+{
+	char *f = *rest;
+	char *sp;
+
+	if (f == NULL || *f == '\0')
+		return NULL;
+	sp = strchr(f, ' ');
+	if (sp != NULL) {
+		*sp = '\0';
+		*rest = sp + 1;
+	} else {
+		*rest = f + strlen(f);
+	}
+	return f;
+}
+
+static void script_error(const char *what, const char *tag, int rc)
+{
+	printf("%s tag=%s rc=%d text=%s\n", what, tag, rc,
+	       rc == MOSQ_ERR_ERRNO ? strerror(errno) : mosquitto_strerror(rc));
+}
+
+static void script_sub(struct script *sc, char *rest)
+{
+	char *tag = next_field(&rest);
+	char *qos_s = next_field(&rest);
+	int qos, mid = 0, rc;
+
+	if (tag == NULL || qos_s == NULL || !parse_int(qos_s, 0, 2, &qos) ||
+	    *rest == '\0') {
+		printf(
+		    "error stage=script rc=0 text=usage: sub TAG QOS FILTER\n");
+		return;
+	}
+	rc = mosquitto_subscribe_v5(sc->mosq, &mid, rest, qos, 0, NULL);
+	if (rc != MOSQ_ERR_SUCCESS)
+		script_error("suberr", tag, rc);
+	else
+		script_set_tag(sc, mid, tag);
+}
+
+static void script_unsub(struct script *sc, char *rest)
+{
+	char *tag = next_field(&rest);
+	int mid = 0, rc;
+
+	if (tag == NULL || *rest == '\0') {
+		printf(
+		    "error stage=script rc=0 text=usage: unsub TAG FILTER\n");
+		return;
+	}
+	rc = mosquitto_unsubscribe_v5(sc->mosq, &mid, rest, NULL);
+	if (rc != MOSQ_ERR_SUCCESS)
+		script_error("unsuberr", tag, rc);
+	else
+		script_set_tag(sc, mid, tag);
+}
+
+static void script_pub(struct script *sc, char *rest)
+{
+	char *tag = next_field(&rest);
+	char *qos_s = next_field(&rest);
+	char *retain_s = next_field(&rest);
+	int qos, retain, mid = 0, rc;
+
+	if (tag == NULL || qos_s == NULL || retain_s == NULL ||
+	    !parse_int(qos_s, 0, 2, &qos) ||
+	    !parse_int(retain_s, 0, 1, &retain) || *rest == '\0') {
+		printf("error stage=script rc=0 text=usage: pub TAG QOS RETAIN "
+		       "TOPIC\n");
+		return;
+	}
+	rc = mosquitto_publish_v5(sc->mosq, &mid, rest, (int)strlen(tag), tag,
+	                          qos, retain != 0, NULL);
+	if (rc != MOSQ_ERR_SUCCESS)
+		script_error("puberr", tag, rc);
+	else if (qos == 0)
+		printf("sent tag=%s\n", tag);
+	else
+		script_set_tag(sc, mid, tag);
+}
+
+static void script_command(struct script *sc, char *line)
+{
+	char *rest = line;
+	char *cmd = next_field(&rest);
+	int ms;
+
+	if (cmd == NULL)
+		return;
+	if (strcmp(cmd, "die") == 0) {
+		fflush(stdout);
+		_exit(EXIT_ACCEPTED);
+	}
+	if (strcmp(cmd, "quit") == 0) {
+		sc->quit = true;
+	} else if (strcmp(cmd, "echo") == 0) {
+		printf("echo %s\n", rest);
+	} else if (strcmp(cmd, "sleep") == 0) {
+		if (parse_int(rest, 0, 3600000, &ms))
+			sc->sleep_until = now_ms(CLOCK_MONOTONIC) + ms;
+		else
+			printf(
+			    "error stage=script rc=0 text=usage: sleep MS\n");
+	} else if (sc->st->disconnected) {
+		/* Nothing to send it on; the disconnect was reported. */
+	} else if (strcmp(cmd, "sub") == 0) {
+		script_sub(sc, rest);
+	} else if (strcmp(cmd, "unsub") == 0) {
+		script_unsub(sc, rest);
+	} else if (strcmp(cmd, "pub") == 0) {
+		script_pub(sc, rest);
+	} else {
+		printf("error stage=script rc=0 text=unknown command %.40s\n",
+		       cmd);
+	}
+	fflush(stdout);
+}
+
+/* Runs the complete lines in the input buffer, as long as no sleep is
+ * pending. */
+static void script_run_lines(struct script *sc)
+{
+	size_t start = 0;
+
+	while (!sc->quit && now_ms(CLOCK_MONOTONIC) >= sc->sleep_until) {
+		char *nl = memchr(sc->buf + start, '\n', sc->len - start);
+
+		if (nl == NULL)
+			break;
+		*nl = '\0';
+		script_command(sc, sc->buf + start);
+		start = (size_t)(nl - sc->buf) + 1;
+	}
+	memmove(sc->buf, sc->buf + start, sc->len - start);
+	sc->len -= start;
+}
+
+/* Reads what standard input has; returns false on a local failure. */
+static bool script_read_input(struct script *sc)
+{
+	ssize_t n;
+
+	if (sc->cap - sc->len < 4096) {
+		size_t cap = sc->cap * 2;
+		char *b;
+
+		if (cap > SCRIPT_LINE_MAX * 2) {
+			fprintf(stderr, "fg_client: script line too long\n");
+			return false;
+		}
+		b = realloc(sc->buf, cap);
+		if (b == NULL)
+			return false;
+		sc->buf = b;
+		sc->cap = cap;
+	}
+	n = read(STDIN_FILENO, sc->buf + sc->len, sc->cap - sc->len - 1);
+	if (n < 0 && errno != EINTR && errno != EAGAIN)
+		sc->eof = true;
+	if (n == 0)
+		sc->eof = true;
+	if (n > 0)
+		sc->len += (size_t)n;
+	return true;
+}
+
+static void script_serve_network(struct script *sc, short revents)
+{
+	struct mosquitto *mosq = sc->mosq;
+	int rc;
+
+	if (revents & (POLLIN | POLLHUP | POLLERR)) {
+		rc = mosquitto_loop_read(mosq, 1);
+		if (rc != MOSQ_ERR_SUCCESS && !sc->st->disconnected)
+			on_disconnect(mosq, sc->st, rc, NULL);
+	}
+	if (!sc->st->disconnected && (revents & POLLOUT)) {
+		rc = mosquitto_loop_write(mosq, 1);
+		if (rc != MOSQ_ERR_SUCCESS && !sc->st->disconnected)
+			on_disconnect(mosq, sc->st, rc, NULL);
+	}
+	if (!sc->st->disconnected)
+		mosquitto_loop_misc(mosq);
+}
+
+/* Serves the connection and the commands until the input ends, "quit" or
+ * a stop signal. Returns the exit code. */
+static int run_script(struct mosquitto *mosq, struct state *st,
+                      const struct options *o)
+{
+	struct script *sc = calloc(1, sizeof(*sc));
+	int result = EXIT_USAGE;
+	int i;
+
+	if (sc == NULL)
+		return EXIT_USAGE;
+	sc->mosq = mosq;
+	sc->st = st;
+	sc->o = o;
+	sc->cap = 65536;
+	sc->buf = malloc(sc->cap);
+	if (sc->buf == NULL)
+		goto out;
+	st->script = sc;
+	printf("ready\n");
+	fflush(stdout);
+
+	while (!stop_requested && !sc->quit) {
+		struct pollfd pfd[2];
+		int64_t now = now_ms(CLOCK_MONOTONIC);
+		int timeout = 50;
+		int sock = st->disconnected ? -1 : mosquitto_socket(mosq);
+		bool sleeping = now < sc->sleep_until;
+
+		if (sleeping && sc->sleep_until - now < timeout)
+			timeout = (int)(sc->sleep_until - now);
+		if (sc->eof && !sleeping &&
+		    memchr(sc->buf, '\n', sc->len) == NULL)
+			break;
+		pfd[0].fd = (sc->eof || sleeping) ? -1 : STDIN_FILENO;
+		pfd[0].events = POLLIN;
+		pfd[0].revents = 0;
+		pfd[1].fd = sock;
+		pfd[1].events = POLLIN;
+		if (sock >= 0 && mosquitto_want_write(mosq))
+			pfd[1].events |= POLLOUT;
+		pfd[1].revents = 0;
+		if (poll(pfd, 2, timeout) < 0 && errno != EINTR)
+			break;
+		if (sock >= 0)
+			script_serve_network(sc, pfd[1].revents);
+		if (st->disconnected && !sc->reported_disconnect) {
+			print_disconnected(st);
+			sc->reported_disconnect = true;
+		}
+		if (pfd[0].revents != 0 && !script_read_input(sc))
+			goto out;
+		script_run_lines(sc);
+	}
+	if (!st->disconnected) {
+		mosquitto_disconnect(mosq);
+		result = EXIT_ACCEPTED;
+	} else {
+		result = EXIT_UNEXPECTED;
+	}
+
+out:
+	st->script = NULL;
+	for (i = 0; i < 65536; i++)
+		free(sc->tag_of_mid[i]);
+	free(sc->buf);
+	free(sc);
+	return result;
+}
+
 static int run_mosquitto(const struct options *o)
 {
 	struct mosquitto *mosq = NULL;
@@ -429,6 +907,22 @@ static int run_mosquitto(const struct options *o)
 	mosquitto_int_option(mosq, MOSQ_OPT_PROTOCOL_VERSION, o->protocol);
 	mosquitto_connect_v5_callback_set(mosq, on_connect);
 	mosquitto_disconnect_v5_callback_set(mosq, on_disconnect);
+	mosquitto_subscribe_v5_callback_set(mosq, on_subscribe);
+	mosquitto_unsubscribe_v5_callback_set(mosq, on_unsubscribe);
+	mosquitto_publish_v5_callback_set(mosq, on_publish);
+	mosquitto_message_v5_callback_set(mosq, on_message);
+	if (o->will_topic != NULL) {
+		const char *wp = o->will_payload ? o->will_payload : "will";
+
+		rc = mosquitto_will_set_v5(mosq, o->will_topic, (int)strlen(wp),
+		                           wp, o->will_qos, o->will_retain,
+		                           NULL);
+		if (rc != MOSQ_ERR_SUCCESS) {
+			fprintf(stderr, "fg_client: Will: %s\n",
+			        mosquitto_strerror(rc));
+			goto out;
+		}
+	}
 	if (o->username != NULL &&
 	    mosquitto_username_pw_set(mosq, o->username, o->password) !=
 	        MOSQ_ERR_SUCCESS) {
@@ -478,6 +972,10 @@ static int run_mosquitto(const struct options *o)
 		goto out;
 	}
 
+	if (o->script) {
+		result = run_script(mosq, &st, o);
+		goto out;
+	}
 	if (o->hold_s < 0 && o->wait_disconnect_s < 0) {
 		mosquitto_disconnect(mosq);
 		result = EXIT_ACCEPTED;
@@ -658,17 +1156,43 @@ static void put_str(unsigned char *buf, size_t *off, const void *s, size_t len)
 	*off += len;
 }
 
+/* Appends the MQTT variable byte integer v to buf at *off. */
+static void put_varint(unsigned char *buf, size_t *off, size_t v)
+{
+	do {
+		unsigned char byte = (unsigned char)(v % 128);
+
+		v /= 128;
+		if (v > 0)
+			byte |= 0x80;
+		buf[(*off)++] = byte;
+	} while (v > 0);
+}
+
+/* Frames body (blen bytes) as a packet of type byte first into pkt;
+ * returns the packet length, 0 if it does not fit. */
+static size_t raw_frame(unsigned char first, const unsigned char *body,
+                        size_t blen, unsigned char *pkt, size_t cap)
+{
+	size_t plen = 0;
+
+	if (blen + 5 > cap)
+		return 0;
+	pkt[plen++] = first;
+	put_varint(pkt, &plen, blen);
+	memcpy(pkt + plen, body, blen);
+	return plen + blen;
+}
+
 /* Builds a CONNECT packet into pkt; returns its length, 0 if too big. */
 static size_t raw_build_connect(const struct options *o, unsigned char *pkt,
                                 size_t cap)
 {
 	unsigned char body[RAW_BUF_MAX];
 	size_t blen = 0;
-	size_t plen = 0;
 	size_t ulen = o->username ? strlen(o->username) : 0;
 	size_t pwlen = o->password ? strlen(o->password) : 0;
 	unsigned char flags = 0x02; /* clean session */
-	size_t rl;
 
 	if (10 + 1 + 2 + o->raw_id_len + 2 + ulen + 2 + pwlen > sizeof(body))
 		return 0;
@@ -688,35 +1212,166 @@ static size_t raw_build_connect(const struct options *o, unsigned char *pkt,
 	if (o->password != NULL)
 		put_str(body, &blen, o->password, pwlen);
 
-	pkt[plen++] = 0x10;
-	rl = blen;
-	do {
-		unsigned char byte = (unsigned char)(rl % 128);
+	return raw_frame(0x10, body, blen, pkt, cap);
+}
 
-		rl /= 128;
-		if (rl > 0)
-			byte |= 0x80;
-		pkt[plen++] = byte;
-	} while (rl > 0);
-	if (plen + blen > cap)
-		return 0;
-	memcpy(pkt + plen, body, blen);
-	return plen + blen;
+/* A SUBSCRIBE (QoS 0) or QoS 1 PUBLISH, packet id 1, of the raw topic. */
+static size_t raw_build_action(const struct options *o, unsigned char *pkt,
+                               size_t cap)
+{
+	unsigned char body[RAW_BUF_MAX];
+	size_t blen = 0;
+	bool v5 = o->protocol == MQTT_PROTOCOL_V5;
+
+	if (o->raw_action == RAW_SUBSCRIBE) {
+		put_u16(body, &blen, 1);
+		if (v5)
+			body[blen++] = 0; /* no properties */
+		put_str(body, &blen, o->raw_topic, o->raw_topic_len);
+		body[blen++] = 0; /* QoS 0 */
+		return raw_frame(0x82, body, blen, pkt, cap);
+	}
+	put_str(body, &blen, o->raw_topic, o->raw_topic_len);
+	put_u16(body, &blen, 1);
+	if (v5)
+		body[blen++] = 0;
+	memcpy(body + blen, "raw", 3);
+	blen += 3;
+	return raw_frame(0x32, body, blen, pkt, cap);
+}
+
+struct raw_in {
+	unsigned char buf[RAW_IN_MAX];
+	size_t have;
+	size_t used; /* bytes of the packet last returned */
+};
+
+/*
+ * Returns the next whole packet from the connection: its first byte, with
+ * *body and *blen set to what follows the fixed header; -1 when the
+ * connection closed, the deadline passed or the packet is too big.
+ */
+static int raw_next_packet(struct raw_conn *c, struct raw_in *in,
+                           int64_t deadline, const unsigned char **body,
+                           size_t *blen)
+{
+	memmove(in->buf, in->buf + in->used, in->have - in->used);
+	in->have -= in->used;
+	in->used = 0;
+	for (;;) {
+		size_t rl = 0, mult = 1, i = 1;
+		int64_t left;
+		ssize_t n;
+
+		while (i < in->have && i <= 4) {
+			rl += (in->buf[i] & 0x7f) * mult;
+			mult *= 128;
+			if ((in->buf[i++] & 0x80) == 0)
+				break;
+			if (i == 5)
+				return -1;
+		}
+		if (i > 1 && (in->buf[i - 1] & 0x80) == 0 &&
+		    in->have >= i + rl) {
+			*body = in->buf + i;
+			*blen = rl;
+			in->used = i + rl;
+			return in->buf[0];
+		}
+		if (in->have == sizeof(in->buf))
+			return -1;
+		left = deadline - now_ms(CLOCK_MONOTONIC);
+		if (left <= 0)
+			return -1;
+		n = raw_read(c, in->buf + in->have, sizeof(in->buf) - in->have,
+		             (int)left);
+		if (n <= 0)
+			return -1;
+		in->have += (size_t)n;
+	}
+}
+
+/* Reads the variable byte integer at p (n bytes left); returns its
+ * length in bytes, 0 if malformed. */
+static size_t get_varint(const unsigned char *p, size_t n, size_t *v)
+{
+	size_t i, mult = 1;
+
+	*v = 0;
+	for (i = 0; i < n && i < 4; i++) {
+		*v += (p[i] & 0x7f) * mult;
+		mult *= 128;
+		if ((p[i] & 0x80) == 0)
+			return i + 1;
+	}
+	return 0;
+}
+
+/* After an accepted CONNACK: sends the SUBSCRIBE or PUBLISH and reports
+ * the answer. Returns the exit code. */
+static int raw_action(struct raw_conn *c, struct raw_in *in,
+                      const struct options *o)
+{
+	unsigned char pkt[RAW_BUF_MAX + 8];
+	const unsigned char *body;
+	const char *stage =
+	    o->raw_action == RAW_SUBSCRIBE ? "subscribe" : "publish";
+	int want = o->raw_action == RAW_SUBSCRIBE ? 0x90 : 0x40;
+	size_t len = raw_build_action(o, pkt, sizeof(pkt));
+	size_t blen, off, props;
+	int64_t deadline;
+	int type;
+
+	if (len == 0) {
+		fprintf(stderr, "fg_client: raw packet too large\n");
+		return EXIT_USAGE;
+	}
+	if (!raw_write_all(c, pkt, len)) {
+		print_error(stage, MOSQ_ERR_CONN_LOST, "write failed");
+		return EXIT_UNEXPECTED;
+	}
+	deadline = now_ms(CLOCK_MONOTONIC) + (int64_t)o->timeout_s * 1000;
+	do {
+		type = raw_next_packet(c, in, deadline, &body, &blen);
+	} while (type >= 0 && (type & 0xf0) != want);
+	if (type < 0) {
+		print_error(stage, MOSQ_ERR_CONN_LOST,
+		            "connection closed or no answer");
+		return EXIT_UNEXPECTED;
+	}
+	off = 2; /* packet id */
+	if (want == 0x40) {
+		printf("puback rc=%d\n", blen > off ? body[off] : 0);
+	} else {
+		if (o->protocol == MQTT_PROTOCOL_V5) {
+			size_t k = get_varint(body + off, blen - off, &props);
+
+			off += k + props;
+		}
+		printf("suback rc=%d\n", off < blen ? body[off] : -1);
+	}
+	fflush(stdout);
+	return EXIT_ACCEPTED;
 }
 
 static int run_raw(const struct options *o)
 {
 	struct raw_conn c = {-1, NULL, NULL};
 	unsigned char pkt[RAW_BUF_MAX + 8];
-	unsigned char in[64];
-	size_t got = 0;
+	struct raw_in *in = calloc(1, sizeof(*in));
+	const unsigned char *body;
+	size_t blen;
 	size_t len;
 	int result = EXIT_NETWORK;
+	int type;
 	int64_t deadline;
 
+	if (in == NULL)
+		return EXIT_USAGE;
 	len = raw_build_connect(o, pkt, sizeof(pkt));
 	if (len == 0) {
 		fprintf(stderr, "fg_client: CONNECT too large\n");
+		free(in);
 		return EXIT_USAGE;
 	}
 	c.fd = raw_tcp_connect(o->host, o->port);
@@ -732,35 +1387,30 @@ static int run_raw(const struct options *o)
 	}
 
 	/* A CONNACK is 0x20, a length, flags and a code (plus v5
-	 * properties); four bytes are enough to decide. */
+	 * properties). */
 	deadline = now_ms(CLOCK_MONOTONIC) + (int64_t)o->timeout_s * 1000;
-	while (got < 4) {
-		int64_t left = deadline - now_ms(CLOCK_MONOTONIC);
-		ssize_t n;
-
-		if (left <= 0) {
+	type = raw_next_packet(&c, in, deadline, &body, &blen);
+	if (type < 0) {
+		if (now_ms(CLOCK_MONOTONIC) >= deadline)
 			print_error("connack", MOSQ_ERR_TIMEOUT,
 			            "no CONNACK in time");
-			goto out;
-		}
-		n = raw_read(&c, in + got, sizeof(in) - got, (int)left);
-		if (n <= 0) {
+		else
 			print_error("handshake", MOSQ_ERR_CONN_LOST,
 			            "connection closed before CONNACK");
-			goto out;
-		}
-		got += (size_t)n;
+		goto out;
 	}
-	if (in[0] != 0x20) {
+	if (type != 0x20 || blen < 2) {
 		print_error("connack", MOSQ_ERR_PROTOCOL,
 		            "first packet is not a CONNACK");
 		goto out;
 	}
-	print_connack(o->protocol, in[3]);
-	result = in[3] == 0 ? EXIT_ACCEPTED : EXIT_REFUSED;
-	if (in[3] == 0) {
+	print_connack(o->protocol, body[1]);
+	result = body[1] == 0 ? EXIT_ACCEPTED : EXIT_REFUSED;
+	if (body[1] == 0) {
 		static const unsigned char disconnect[2] = {0xe0, 0x00};
 
+		if (o->raw_action != RAW_CONNECT_ONLY)
+			result = raw_action(&c, in, o);
 		raw_write_all(&c, disconnect, sizeof(disconnect));
 	}
 
@@ -773,6 +1423,7 @@ out:
 		SSL_CTX_free(c.ctx);
 	if (c.fd >= 0)
 		close(c.fd);
+	free(in);
 	return result;
 }
 
