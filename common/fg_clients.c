@@ -24,6 +24,13 @@ static size_t bucket_of(const void *client)
 	return (size_t)(p >> 20) % NBUCKETS;
 }
 
+static void free_identity(struct fg_identity *e)
+{
+	free(e->name);
+	free(e->client_id);
+	free(e);
+}
+
 struct fg_clients *fg_clients_new(void)
 {
 	struct fg_clients *c = calloc(1, sizeof(*c));
@@ -43,7 +50,7 @@ void fg_clients_free(struct fg_clients *c)
 		struct fg_identity *e = c->buckets[i], *next;
 		for (; e != NULL; e = next) {
 			next = e->next;
-			free(e);
+			free_identity(e);
 		}
 	}
 	free(c);
@@ -62,6 +69,7 @@ int fg_clients_set(struct fg_clients *c, const void *client, bool is_device,
                    const char *name, const char *client_id)
 {
 	struct fg_identity *e = find(c, client);
+	char *n, *id;
 
 	if (e == NULL) {
 		size_t b = bucket_of(client);
@@ -77,10 +85,19 @@ int fg_clients_set(struct fg_clients *c, const void *client, bool is_device,
 		e->gone = false;
 		c->ngone--;
 	}
+	/* Whole strings: a shortened name could be someone else's. */
+	n = strdup(name ? name : "");
+	id = strdup(client_id ? client_id : "");
+	if (n == NULL || id == NULL) {
+		free(n);
+		free(id);
+		return -1;
+	}
+	free(e->name);
+	free(e->client_id);
+	e->name = n;
+	e->client_id = id;
 	e->is_device = is_device;
-	snprintf(e->name, sizeof(e->name), "%s", name ? name : "");
-	snprintf(e->client_id, sizeof(e->client_id), "%s",
-	         client_id ? client_id : "");
 	e->epoch = c->next_epoch++;
 	return 0;
 }
@@ -102,7 +119,7 @@ void fg_clients_forget(struct fg_clients *c, const void *client)
 			if (dead->gone)
 				c->ngone--;
 			*pp = dead->next;
-			free(dead);
+			free_identity(dead);
 			return;
 		}
 		pp = &(*pp)->next;
@@ -130,7 +147,7 @@ void fg_clients_purge(struct fg_clients *c)
 			if ((*pp)->gone) {
 				struct fg_identity *dead = *pp;
 				*pp = dead->next;
-				free(dead);
+				free_identity(dead);
 				c->ngone--;
 			} else {
 				pp = &(*pp)->next;

@@ -17,8 +17,8 @@ struct fg_identity {
 	const void *client;
 	bool is_device;
 	bool gone;
-	char name[260]; /* device id or account username */
-	char client_id[260];
+	char *name; /* device id or account username, whole */
+	char *client_id;
 	uint64_t epoch; /* unique per identity set; changes on re-auth */
 	struct fg_identity *next;
 };

@@ -121,13 +121,14 @@ static struct acl_client *client_rules(struct acl_plugin *p, const void *client,
 	s->epoch = who->epoch;
 	s->generation = gen;
 	if (s->acl != NULL && acl_client_problem(s->acl) != NULL) {
-		char cid[130];
+		char cid[130], user[130];
 
 		mosquitto_log_printf(
 		    MOSQ_LOG_NOTICE,
-		    ACL_LOG " client_id=%s username=%.64s "
+		    ACL_LOG " client_id=%s username=%s "
 		            "denied everything: %s",
-		    fg_sanitize(who->client_id, cid, sizeof(cid)), who->name,
+		    fg_sanitize(who->client_id, cid, sizeof(cid)),
+		    fg_sanitize(who->name, user, sizeof(user)),
 		    acl_client_problem(s->acl));
 	}
 	return s->acl;

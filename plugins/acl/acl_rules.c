@@ -33,8 +33,15 @@ struct cache_entry {
 	uint64_t hash;
 	uint8_t access;
 	uint8_t answer;
-	int64_t denial_window_ms; /* start of the current audit window */
-	uint64_t denials_unreported;
+};
+
+/* Audit throttling of denials, keyed by a hash of topic and access (a
+ * collision merges two counts, it never hides a first denial for long). */
+#define DENIAL_SLOTS 256
+struct denial {
+	uint64_t key; /* 0: empty */
+	int64_t window_ms;
+	uint64_t unreported;
 };
 
 struct acl_client {
@@ -45,6 +52,8 @@ struct acl_client {
 	struct rule_list lists[3]; /* by enum fg_rule_access */
 	struct cache_entry *cache;
 	size_t cache_slots, cache_count; /* slots: a power of two */
+	struct denial denials[DENIAL_SLOTS];
+	size_t ndenials;
 };
 
 /* Sorted: higher priority first, deny before allow at equal priority. */
@@ -72,8 +81,12 @@ static char *substitute(const char *pattern, const struct acl_identity *id,
 	char *out;
 
 	for (p = pattern; *p != '\0'; p++) {
-		if (p[0] == '%' && (p[1] == 'c' || p[1] == 'u' || p[1] == 'm'))
-			cap += 512;
+		if (p[0] == '%' && p[1] == 'c')
+			cap += strlen(id->client_id);
+		else if (p[0] == '%' && p[1] == 'u')
+			cap += strlen(id->username);
+		else if (p[0] == '%' && p[1] == 'm' && muni != NULL)
+			cap += strlen(muni);
 	}
 	out = malloc(cap);
 	if (out == NULL) {
@@ -95,7 +108,7 @@ static char *substitute(const char *pattern, const struct acl_identity *id,
 			v = muni;
 		}
 		if (v != NULL) {
-			size_t vl = strnlen(v, 256);
+			size_t vl = strlen(v);
 			memcpy(out + len, v, vl);
 			len += vl;
 			p++;
@@ -404,8 +417,6 @@ enum acl_answer acl_check(struct acl_client *c, int access, const char *topic)
 		e->hash = h;
 		e->access = (uint8_t)access;
 		e->answer = (uint8_t)a;
-		e->denial_window_ms = 0;
-		e->denials_unreported = 0;
 		c->cache_count++;
 	}
 	return a;
@@ -414,27 +425,37 @@ enum acl_answer acl_check(struct acl_client *c, int access, const char *topic)
 bool acl_note_denial(struct acl_client *c, int access, const char *topic,
                      int64_t now_ms, uint64_t *count)
 {
-	struct cache_entry *e;
-	bool found;
+	uint64_t key;
+	size_t pos;
+	struct denial *d;
 
-	if (c == NULL || topic == NULL || access == MOSQ_ACL_SUBSCRIBE ||
-	    strnlen(topic, CACHE_TOPIC_MAX + 1) > CACHE_TOPIC_MAX) {
-		/* Subscriptions are rare, long topics uncached: report each. */
-		*count = 1;
+	*count = 1;
+	if (c == NULL || topic == NULL)
+		return true;
+	key = (fg_hash_str(topic) ^ ((uint64_t)access << 56)) | 1;
+	pos = (size_t)key & (DENIAL_SLOTS - 1);
+	while (c->denials[pos].key != 0 && c->denials[pos].key != key)
+		pos = (pos + 1) & (DENIAL_SLOTS - 1);
+	d = &c->denials[pos];
+	if (d->key == 0) {
+		if (c->ndenials >= DENIAL_SLOTS / 2) {
+			/* Many distinct topics denied: start counting anew. */
+			memset(c->denials, 0, sizeof(c->denials));
+			c->ndenials = 0;
+			pos = (size_t)key & (DENIAL_SLOTS - 1);
+			d = &c->denials[pos];
+		}
+		d->key = key;
+		d->window_ms = now_ms;
+		d->unreported = 0;
+		c->ndenials++;
 		return true;
 	}
-	e = cache_find(c, access, topic, fg_hash_str(topic) ^ (uint64_t)access,
-	               &found);
-	if (!found) {
-		*count = 1;
-		return true;
-	}
-	e->denials_unreported++;
-	if (e->denial_window_ms != 0 &&
-	    now_ms - e->denial_window_ms < DENIAL_WINDOW_MS)
+	d->unreported++;
+	if (now_ms - d->window_ms < DENIAL_WINDOW_MS)
 		return false;
-	*count = e->denials_unreported;
-	e->denials_unreported = 0;
-	e->denial_window_ms = now_ms;
+	*count = d->unreported;
+	d->unreported = 0;
+	d->window_ms = now_ms;
 	return true;
 }
