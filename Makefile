@@ -122,6 +122,7 @@ valgrind: deps
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@bash test/bench/run.sh
+	@bash test/bench/fanout.sh
 
 demo: deps
 	@$(MAKE) --no-print-directory all
