@@ -21,7 +21,8 @@
 
 struct fg_runtime {
 	int refs;
-	struct fg_runtime_config cfg; /* effective values */
+	struct fg_runtime_config given; /* what the plugins' options said */
+	struct fg_runtime_config cfg;   /* effective values */
 	struct fg_sync *sync;
 	struct fg_audit *audit;
 	struct fg_registry *registry;
@@ -132,32 +133,33 @@ static int effective_config(const struct fg_runtime_config *cfg,
 	return 0;
 }
 
-/* An option given to a later plugin must match the runtime's value. */
+/* An option two plugins both give must have the same value. */
 static int check_same(const struct fg_runtime_config *given,
-                      const struct fg_runtime_config *eff, char *err,
+                      const struct fg_runtime_config *earlier, char *err,
                       size_t errlen)
 {
 	size_t i;
 
 	for (i = 0; i < NSPECS; i++) {
 		const char *g = (const char *)given + runtime_specs[i].offset;
-		const char *e = (const char *)eff + runtime_specs[i].offset;
+		const char *e = (const char *)earlier + runtime_specs[i].offset;
 		int differs;
 
 		if (runtime_specs[i].type == FG_OPT_STRING) {
 			const char *gs = *(char *const *)(const void *)g;
 			const char *es = *(char *const *)(const void *)e;
-			differs = gs != NULL && strcmp(gs, es) != 0;
+			differs =
+			    gs != NULL && es != NULL && strcmp(gs, es) != 0;
 		} else {
 			int gi = *(const int *)(const void *)g;
-			differs =
-			    gi >= 0 && gi != *(const int *)(const void *)e;
+			int ei = *(const int *)(const void *)e;
+			differs = gi >= 0 && ei >= 0 && gi != ei;
 		}
 		if (differs) {
 			fg_seterr(err, errlen,
 			          "plugin_opt_%s: differs from the value an "
 			          "earlier fleetgate plugin in this broker "
-			          "gave; give runtime options once",
+			          "gave",
 			          runtime_specs[i].key);
 			return -1;
 		}
@@ -205,23 +207,18 @@ static void load_snapshot(struct fg_runtime *rt)
 	       (long long)fg_registry_loaded_at(rt->registry));
 }
 
-static struct fg_runtime *runtime_start(const struct fg_runtime_config *cfg,
-                                        char *err, size_t errlen)
+static void stop_workers(struct fg_runtime *rt)
 {
-	struct fg_runtime *rt = calloc(1, sizeof(*rt));
+	fg_sync_stop(rt->sync);
+	fg_audit_stop(rt->audit);
+	rt->sync = NULL;
+	rt->audit = NULL;
+}
+
+static int start_workers(struct fg_runtime *rt, char *err, size_t errlen)
+{
 	struct fg_sync_settings ss;
 	struct fg_audit_settings as;
-
-	if (rt == NULL || effective_config(cfg, &rt->cfg) != 0) {
-		fg_seterr(err, errlen, "out of memory");
-		goto fail;
-	}
-	rt->clients = fg_clients_new();
-	if (rt->clients == NULL) {
-		fg_seterr(err, errlen, "out of memory");
-		goto fail;
-	}
-	load_snapshot(rt);
 
 	memset(&ss, 0, sizeof(ss));
 	ss.pg.conninfo = rt->cfg.db;
@@ -233,7 +230,7 @@ static struct fg_runtime *runtime_start(const struct fg_runtime_config *cfg,
 	ss.full_reload_s = rt->cfg.registry_reload_s;
 	rt->sync = fg_sync_start(&ss, err, errlen);
 	if (rt->sync == NULL)
-		goto fail;
+		return -1;
 
 	memset(&as, 0, sizeof(as));
 	as.pg = ss.pg;
@@ -245,19 +242,115 @@ static struct fg_runtime *runtime_start(const struct fg_runtime_config *cfg,
 	as.last_seen_interval_s = rt->cfg.last_seen_interval_s;
 	as.retry_max_ms = rt->cfg.retry_max_ms;
 	rt->audit = fg_audit_start(&as, err, errlen);
-	if (rt->audit == NULL)
+	if (rt->audit == NULL) {
+		fg_sync_stop(rt->sync);
+		rt->sync = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Copy into dst every option src gives that dst does not; returns how
+ * many were copied, or -1 when out of memory.
+ */
+static int merge_given(struct fg_runtime_config *dst,
+                       const struct fg_runtime_config *src)
+{
+	size_t i;
+	int n = 0;
+
+	for (i = 0; i < NSPECS; i++) {
+		const char *sf = (const char *)src + runtime_specs[i].offset;
+		char *df = (char *)dst + runtime_specs[i].offset;
+
+		if (runtime_specs[i].type == FG_OPT_STRING) {
+			const char *sv = *(char *const *)(const void *)sf;
+			char **dv = (char **)(void *)df;
+
+			if (sv == NULL || *dv != NULL)
+				continue;
+			*dv = strdup(sv);
+			if (*dv == NULL)
+				return -1;
+			n++;
+		} else {
+			int sv = *(const int *)(const void *)sf;
+			int *dv = (int *)(void *)df;
+
+			if (sv < 0 || *dv >= 0)
+				continue;
+			*dv = sv;
+			n++;
+		}
+	}
+	return n;
+}
+
+static struct fg_runtime *runtime_start(const struct fg_runtime_config *cfg,
+                                        char *err, size_t errlen)
+{
+	struct fg_runtime *rt = calloc(1, sizeof(*rt));
+
+	if (rt == NULL)
+		goto oom;
+	fg_runtime_config_init(&rt->given);
+	if (merge_given(&rt->given, cfg) < 0 ||
+	    effective_config(&rt->given, &rt->cfg) != 0)
+		goto oom;
+	rt->clients = fg_clients_new();
+	if (rt->clients == NULL)
+		goto oom;
+	load_snapshot(rt);
+	if (start_workers(rt, err, errlen) != 0)
 		goto fail;
 	rt->refs = 1;
 	return rt;
+oom:
+	fg_seterr(err, errlen, "out of memory");
 fail:
 	if (rt != NULL) {
-		fg_sync_stop(rt->sync);
 		fg_registry_free(rt->registry);
 		fg_clients_free(rt->clients);
 		fg_runtime_config_free(&rt->cfg);
+		fg_runtime_config_free(&rt->given);
 		free(rt);
 	}
 	return NULL;
+}
+
+/*
+ * A later plugin gives runtime options the earlier ones did not: take
+ * them and restart the worker threads with them. This happens only while
+ * the broker loads its plugins, before any client is connected.
+ */
+static int runtime_extend(struct fg_runtime *rt,
+                          const struct fg_runtime_config *cfg, char *err,
+                          size_t errlen)
+{
+	struct fg_runtime_config eff;
+	char *old_snapshot;
+	int n;
+
+	if (check_same(cfg, &rt->given, err, errlen) != 0)
+		return -1;
+	n = merge_given(&rt->given, cfg);
+	if (n <= 0 || effective_config(&rt->given, &eff) != 0) {
+		if (n < 0)
+			fg_seterr(err, errlen, "out of memory");
+		return n < 0 ? -1 : 0;
+	}
+	stop_workers(rt);
+	old_snapshot = rt->cfg.snapshot_file;
+	rt->cfg.snapshot_file = NULL;
+	fg_runtime_config_free(&rt->cfg);
+	rt->cfg = eff;
+	if (rt->registry == NULL && rt->cfg.snapshot_file != NULL &&
+	    (old_snapshot == NULL ||
+	     strcmp(old_snapshot, rt->cfg.snapshot_file) != 0))
+		load_snapshot(rt);
+	free(old_snapshot);
+	return start_workers(rt, err, errlen);
 }
 
 struct fg_runtime *fg_runtime_acquire(const struct fg_runtime_config *cfg,
@@ -270,7 +363,7 @@ struct fg_runtime *fg_runtime_acquire(const struct fg_runtime_config *cfg,
 	if (runtime == NULL) {
 		runtime = runtime_start(cfg, err, errlen);
 		rt = runtime;
-	} else if (check_same(cfg, &runtime->cfg, err, errlen) == 0) {
+	} else if (runtime_extend(runtime, cfg, err, errlen) == 0) {
 		runtime->refs++;
 		rt = runtime;
 	}
@@ -284,12 +377,12 @@ void fg_runtime_release(struct fg_runtime *rt)
 		return;
 	pthread_mutex_lock(&runtime_lock);
 	if (--rt->refs == 0) {
-		fg_sync_stop(rt->sync);
-		fg_audit_stop(rt->audit);
+		stop_workers(rt);
 		fg_log_shutdown();
 		fg_registry_free(rt->registry);
 		fg_clients_free(rt->clients);
 		fg_runtime_config_free(&rt->cfg);
+		fg_runtime_config_free(&rt->given);
 		free(rt);
 		runtime = NULL;
 	}
@@ -301,7 +394,7 @@ void fg_runtime_tick(struct fg_runtime *rt)
 	struct fg_registry *fresh;
 
 	fg_log_drain();
-	fg_clients_purge(rt->clients);
+	fg_clients_purge(rt->clients, fg_mono_ms());
 	fresh = fg_sync_take(rt->sync);
 	if (fresh != NULL) {
 		int first =
@@ -372,4 +465,11 @@ void fg_runtime_forget_identity(struct fg_runtime *rt, const void *client)
 void fg_runtime_client_gone(struct fg_runtime *rt, const void *client)
 {
 	fg_clients_gone(rt->clients, client);
+}
+
+void fg_runtime_client_offline(struct fg_runtime *rt, const void *client,
+                               int64_t keep_ms)
+{
+	fg_clients_offline(rt->clients, client,
+	                   keep_ms > 0 ? fg_mono_ms() + keep_ms : 0);
 }

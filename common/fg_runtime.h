@@ -78,6 +78,10 @@ FG_API const struct fg_identity *fg_runtime_identity(struct fg_runtime *rt,
 FG_API void fg_runtime_forget_identity(struct fg_runtime *rt,
                                        const void *client);
 FG_API void fg_runtime_client_gone(struct fg_runtime *rt, const void *client);
+/* The connection closed but the session may persist: keep the identity
+ * for keep_ms (0: until the client id authenticates again). */
+FG_API void fg_runtime_client_offline(struct fg_runtime *rt, const void *client,
+                                      int64_t keep_ms);
 
 /* Audit: queue an event / note a device as seen now. */
 FG_API void fg_runtime_audit(struct fg_runtime *rt,

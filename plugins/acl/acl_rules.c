@@ -37,7 +37,7 @@ struct cache_entry {
 
 /* Audit throttling of denials, keyed by a hash of topic and access (a
  * collision merges two counts, it never hides a first denial for long). */
-#define DENIAL_SLOTS 256
+#define DENIAL_SLOTS 2048
 struct denial {
 	uint64_t key; /* 0: empty */
 	int64_t window_ms;
@@ -52,7 +52,7 @@ struct acl_client {
 	struct rule_list lists[3]; /* by enum fg_rule_access */
 	struct cache_entry *cache;
 	size_t cache_slots, cache_count; /* slots: a power of two */
-	struct denial denials[DENIAL_SLOTS];
+	struct denial *denials; /* DENIAL_SLOTS, from the first denial on */
 	size_t ndenials;
 };
 
@@ -266,6 +266,7 @@ void acl_client_free(struct acl_client *c)
 		cache_clear(c);
 	free(c->cache);
 	free(c->municipality);
+	free(c->denials);
 	free(c);
 }
 
@@ -422,6 +423,42 @@ enum acl_answer acl_check(struct acl_client *c, int access, const char *topic)
 	return a;
 }
 
+/* Rebuild the denial table with the windows that are still open; if
+ * that leaves it full, start anew (a flood of distinct topics then gets
+ * rows again, which is better than counting it wrongly). */
+static void prune_denials(struct acl_client *c, int64_t now_ms)
+{
+	struct denial *old = c->denials, *fresh;
+	size_t i;
+
+	fresh = calloc(DENIAL_SLOTS, sizeof(*fresh));
+	if (fresh == NULL) {
+		memset(old, 0, DENIAL_SLOTS * sizeof(*old));
+		c->ndenials = 0;
+		return;
+	}
+	c->denials = fresh;
+	c->ndenials = 0;
+	for (i = 0; i < DENIAL_SLOTS; i++) {
+		size_t pos;
+
+		if (old[i].key == 0 ||
+		    now_ms - old[i].window_ms >= DENIAL_WINDOW_MS)
+			continue;
+		if (c->ndenials >= DENIAL_SLOTS / 4) {
+			memset(fresh, 0, DENIAL_SLOTS * sizeof(*fresh));
+			c->ndenials = 0;
+			break;
+		}
+		pos = (size_t)old[i].key & (DENIAL_SLOTS - 1);
+		while (c->denials[pos].key != 0)
+			pos = (pos + 1) & (DENIAL_SLOTS - 1);
+		c->denials[pos] = old[i];
+		c->ndenials++;
+	}
+	free(old);
+}
+
 bool acl_note_denial(struct acl_client *c, int access, const char *topic,
                      int64_t now_ms, uint64_t *count)
 {
@@ -432,6 +469,11 @@ bool acl_note_denial(struct acl_client *c, int access, const char *topic,
 	*count = 1;
 	if (c == NULL || topic == NULL)
 		return true;
+	if (c->denials == NULL) {
+		c->denials = calloc(DENIAL_SLOTS, sizeof(*c->denials));
+		if (c->denials == NULL)
+			return true; /* cannot throttle: report each */
+	}
 	key = (fg_hash_str(topic) ^ ((uint64_t)access << 56)) | 1;
 	pos = (size_t)key & (DENIAL_SLOTS - 1);
 	while (c->denials[pos].key != 0 && c->denials[pos].key != key)
@@ -439,10 +481,11 @@ bool acl_note_denial(struct acl_client *c, int access, const char *topic,
 	d = &c->denials[pos];
 	if (d->key == 0) {
 		if (c->ndenials >= DENIAL_SLOTS / 2) {
-			/* Many distinct topics denied: start counting anew. */
-			memset(c->denials, 0, sizeof(c->denials));
-			c->ndenials = 0;
+			/* Full: keep the windows still open, drop the rest. */
+			prune_denials(c, now_ms);
 			pos = (size_t)key & (DENIAL_SLOTS - 1);
+			while (c->denials[pos].key != 0)
+				pos = (pos + 1) & (DENIAL_SLOTS - 1);
 			d = &c->denials[pos];
 		}
 		d->key = key;

@@ -21,6 +21,8 @@
 #define SWEEP_INTERVAL_MS 1000
 /* Connected devices are reported as seen this often. */
 #define SEEN_INTERVAL_MS 60000
+/* How long an MQTT 5 clean-start client's identity outlives it. */
+#define MQTT5_CLEAN_KEEP_MS (3600 * 1000)
 /* Refusal log lines per second before they are summarised. */
 #define REFUSAL_LOG_BURST 20
 
@@ -316,6 +318,25 @@ static int on_tick(int event, void *event_data, void *userdata)
 	return MOSQ_ERR_SUCCESS;
 }
 
+/*
+ * At DISCONNECT, how long the other plugins may still need to know who
+ * the client is. A 3.1.1 clean session ends here (only its Will is still
+ * checked). A persistent session receives messages while offline, each
+ * checked against the ACL: keep its identity until the client id
+ * authenticates again. An MQTT 5 session persists if its expiry interval
+ * says so, which the plugin API does not show: keep it for an hour.
+ */
+static void keep_identity(struct auth_plugin *p, struct mosquitto *client)
+{
+	bool clean = mosquitto_client_clean_session(client);
+
+	if (mosquitto_client_protocol_version(client) != 5 && clean)
+		fg_runtime_client_gone(p->rt, client);
+	else
+		fg_runtime_client_offline(p->rt, client,
+		                          clean ? MQTT5_CLEAN_KEEP_MS : 0);
+}
+
 static int on_disconnect(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_disconnect *ed = event_data;
@@ -323,7 +344,7 @@ static int on_disconnect(int event, void *event_data, void *userdata)
 	struct auth_session *s;
 
 	(void)event;
-	fg_runtime_client_gone(p->rt, ed->client);
+	keep_identity(p, ed->client);
 	s = auth_sessions_get(&p->sessions, ed->client);
 	if (s == NULL)
 		return MOSQ_ERR_SUCCESS;
