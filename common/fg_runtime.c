@@ -353,13 +353,30 @@ static int runtime_extend(struct fg_runtime *rt,
 	return start_workers(rt, err, errlen);
 }
 
+/*
+ * When a later plugin fails to start, the broker exits without calling
+ * the cleanup of the plugins already loaded, and the worker threads would
+ * run on while the process tears down the libraries they use. Stop them
+ * first. (A normal cleanup has released the runtime: nothing to do.)
+ */
+static void stop_at_exit(void)
+{
+	pthread_mutex_lock(&runtime_lock);
+	if (runtime != NULL)
+		stop_workers(runtime);
+	pthread_mutex_unlock(&runtime_lock);
+}
+
 struct fg_runtime *fg_runtime_acquire(const struct fg_runtime_config *cfg,
                                       char *err, size_t errlen)
 {
+	static bool exit_hook;
 	struct fg_runtime *rt = NULL;
 
 	pthread_mutex_lock(&runtime_lock);
 	fg_log_init();
+	if (!exit_hook && atexit(stop_at_exit) == 0)
+		exit_hook = true;
 	if (runtime == NULL) {
 		runtime = runtime_start(cfg, err, errlen);
 		rt = runtime;

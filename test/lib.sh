@@ -701,6 +701,20 @@ fg_add_account() {
 
 # ------------------------------------------------------------- brokers ----
 
+# fg_sanitizer_env: the environment (NAME=value lines) under which a
+# mosquitto run outside fg_broker_start loads the plugins as the suites'
+# brokers do: under FG_SANITIZE=asan the sanitizer runtimes are preloaded
+# (leak checks off: these are short runs). Use with env:
+#   mapfile -t e < <(fg_sanitizer_env); env "${e[@]}" mosquitto -c CONF
+fg_sanitizer_env() {
+	local preload
+	[[ ${FG_SANITIZE:-} == asan ]] || return 0
+	preload="$(gcc -print-file-name=libasan.so)"
+	preload+=" $(gcc -print-file-name=libubsan.so)"
+	[[ -f $FG_BUILD/libfg_nobind.so ]] && preload+=" $FG_BUILD/libfg_nobind.so"
+	printf '%s\n' "LD_PRELOAD=$preload" "ASAN_OPTIONS=detect_leaks=0"
+}
+
 # fg_broker_start NAME [CONF_LINE...]: writes $FG_TMP/NAME.conf and starts
 # mosquitto with it. The broker has a TLS listener for devices (CA "ca",
 # certificate "server") and a plain listener for accounts, each on a free
@@ -788,7 +802,7 @@ fg_broker_start() {
 			preload+=" $FG_BUILD/libfg_nobind.so"
 		fi
 		LD_PRELOAD=$preload \
-			ASAN_OPTIONS="log_path=$FG_TMP/$name.asan:detect_leaks=1" \
+			ASAN_OPTIONS="log_path=$FG_TMP/$name.asan:detect_leaks=1:fast_unwind_on_malloc=0" \
 			UBSAN_OPTIONS="print_stacktrace=1:log_path=$FG_TMP/$name.ubsan" \
 			LSAN_OPTIONS="$([[ -f $supp ]] && echo "suppressions=$supp")" \
 			"${cmd[@]}" >"$FG_TMP/$name.stdout" 2>&1 &
@@ -849,7 +863,10 @@ fg_broker_stop() {
 	if [[ -n ${FG_SANITIZE:-} ]]; then
 		for f in "$FG_TMP/$name".asan* "$FG_TMP/$name".ubsan* \
 			"$FG_TMP/$name.valgrind"; do
-			[[ -s $f ]] && found+=" $f"
+			# A log holding only LeakSanitizer's count of the
+			# broker's own suppressed leaks is not a finding.
+			[[ -s $f ]] && grep -qvE '^(Suppressions used:|  *count +bytes +template|  *[0-9]+ +[0-9]+ +[^ ]+$|-+$|$)' "$f" &&
+				found+=" $f"
 		done
 		if [[ -z $found && $status -ne 99 ]]; then
 			pass "broker $name ran without ${FG_SANITIZE} findings"
@@ -869,8 +886,10 @@ fg_log_mark() {
 
 # fg_log_has NAME REGEX: true when the log (after the mark) matches.
 fg_log_has() {
+	# grep reads to the end (no -q): with pipefail, an early exit would
+	# kill tail with SIGPIPE and fail the check on a large log.
 	tail -c +"$((${FG_LOG_MARK[$1]:-0} + 1))" "$FG_TMP/$1.log" 2>/dev/null |
-		grep -qE -- "$2"
+		grep -cE -- "$2" >/dev/null
 }
 
 # fg_wait_log NAME REGEX TIMEOUT: polls the broker's log (after the mark)

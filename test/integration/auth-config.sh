@@ -26,6 +26,8 @@ done
 
 # --- options that stop the broker at start ---------------------------------
 
+mapfile -t SAN_ENV < <(fg_sanitizer_env)
+
 # start_fails DESC REGEX OPTION_LINE...: a broker with these plugin options
 # exits non-zero at start, and its output matches REGEX.
 start_fails() {
@@ -42,7 +44,7 @@ start_fails() {
 		echo "plugin $FG_BUILD/fleetgate_auth.so"
 		printf '%s\n' "$@"
 	} >"$conf"
-	out=$(timeout 20 mosquitto -c "$conf" 2>&1) || rc=$?
+	out=$(timeout 20 env "${SAN_ENV[@]}" mosquitto -c "$conf" 2>&1) || rc=$?
 	if [[ $rc -ne 0 && $rc -ne 124 ]] && [[ $out =~ $re ]]; then
 		pass "$desc"
 	else
@@ -80,7 +82,7 @@ fg_free_port dead_port
 	echo "plugin $FG_BUILD/fleetgate_auth.so"
 	echo "plugin_opt_db_conninfo host=127.0.0.1 port=$dead_port dbname=x user=y password=hunter2-s3cret"
 } >"$FG_TMP/secret.conf"
-mosquitto -c "$FG_TMP/secret.conf" >"$FG_TMP/secret.out" 2>&1 &
+env "${SAN_ENV[@]}" mosquitto -c "$FG_TMP/secret.conf" >"$FG_TMP/secret.out" 2>&1 &
 secret_pid=$!
 fg_track "$secret_pid"
 fg_wait_until 10 grep -q "fleetgate-registry: database unreachable" \

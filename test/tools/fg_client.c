@@ -24,6 +24,10 @@
  *                                             from standard input (below)
  *             [--will-topic T [--will-payload P] [--will-qos Q]
  *              [--will-retain]]               a Will for the connection
+ *             [--no-clean]                    keep the session: clean
+ *                                             session (3.1.1) / clean
+ *                                             start (5) off, and in MQTT 5
+ *                                             a session expiry of 3600 s
  *
  * Output (stdout, one line each, flushed at once):
  *   connack rc=N reason=TEXT      the broker's CONNACK; N is the MQTT 3.1.1
@@ -83,7 +87,8 @@
  *                                           and others in 5)
  *   unsub TAG FILTER         UNSUBSCRIBE -> unsuback tag=TAG
  *   pub TAG QOS RETAIN TOPIC PUBLISH with payload TAG (RETAIN 0 or 1)
- *                                        -> QoS 0: sent tag=TAG once queued;
+ *                                        -> QoS 0: sent tag=TAG ms=EPOCH_MS
+ *                                           once queued;
  *                                           QoS 1/2: puback tag=TAG rc=N
  *                                           (N: the v5 reason code, 0x87 is
  *                                           a refusal; 3.1.1 has none: 0)
@@ -121,6 +126,7 @@
 #include <sys/socket.h>
 
 #include <mosquitto.h>
+#include <mqtt_protocol.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
@@ -165,6 +171,7 @@ struct options {
 	const char *will_payload;
 	int will_qos;
 	bool will_retain;
+	bool no_clean;
 };
 
 struct script;
@@ -236,7 +243,7 @@ static void usage(void)
 	                "                 [--raw-subscribe-hex HEX |"
 	                " --raw-publish-hex HEX] [--script]\n"
 	                "                 [--will-topic T [--will-payload P]"
-	                " [--will-qos Q] [--will-retain]]\n");
+	                " [--will-qos Q] [--will-retain]] [--no-clean]\n");
 }
 
 static bool parse_int(const char *s, int min, int max, int *out)
@@ -317,6 +324,9 @@ static bool parse_args(int argc, char **argv, struct options *o)
 		} else if (strcmp(a, "--will-retain") == 0) {
 			o->will_retain = true;
 			takes_value = false;
+		} else if (strcmp(a, "--no-clean") == 0) {
+			o->no_clean = true;
+			takes_value = false;
 		} else if (v == NULL) {
 			fprintf(stderr, "fg_client: %s needs a value\n", a);
 			return false;
@@ -390,9 +400,9 @@ static bool parse_args(int argc, char **argv, struct options *o)
 		                "not both\n");
 		return false;
 	}
-	if (o->raw && (o->script || o->will_topic != NULL)) {
-		fprintf(stderr, "fg_client: --raw takes neither --script nor "
-		                "a Will\n");
+	if (o->raw && (o->script || o->will_topic != NULL || o->no_clean)) {
+		fprintf(stderr, "fg_client: --raw takes neither --script, "
+		                "--no-clean nor a Will\n");
 		return false;
 	}
 	if (o->script && (o->hold_s >= 0 || o->wait_disconnect_s >= 0)) {
@@ -709,7 +719,8 @@ static void script_pub(struct script *sc, char *rest)
 	if (rc != MOSQ_ERR_SUCCESS)
 		script_error("puberr", tag, rc);
 	else if (qos == 0)
-		printf("sent tag=%s\n", tag);
+		printf("sent tag=%s ms=%lld\n", tag,
+		       (long long)now_ms(CLOCK_REALTIME));
 	else
 		script_set_tag(sc, mid, tag);
 }
@@ -898,7 +909,7 @@ static int run_mosquitto(const struct options *o)
 
 	memset(&st, 0, sizeof(st));
 	mosquitto_lib_init();
-	mosq = mosquitto_new(o->id, true, &st);
+	mosq = mosquitto_new(o->id, !o->no_clean, &st);
 	if (mosq == NULL) {
 		fprintf(stderr, "fg_client: mosquitto_new failed: %s\n",
 		        strerror(errno));
@@ -939,7 +950,18 @@ static int run_mosquitto(const struct options *o)
 		}
 	}
 
-	rc = mosquitto_connect(mosq, o->host, o->port, 30);
+	if (o->no_clean && o->protocol == MQTT_PROTOCOL_V5) {
+		mosquitto_property *props = NULL;
+
+		rc = mosquitto_property_add_int32(
+		    &props, MQTT_PROP_SESSION_EXPIRY_INTERVAL, 3600);
+		if (rc == MOSQ_ERR_SUCCESS)
+			rc = mosquitto_connect_bind_v5(mosq, o->host, o->port,
+			                               30, NULL, props);
+		mosquitto_property_free_all(&props);
+	} else {
+		rc = mosquitto_connect(mosq, o->host, o->port, 30);
+	}
 	if (rc != MOSQ_ERR_SUCCESS) {
 		print_error("connect", rc,
 		            rc == MOSQ_ERR_ERRNO ? strerror(errno)
