@@ -19,7 +19,17 @@
 #   - suspending a device connected to the other broker disconnects it the
 #     same way, and the first broker refuses it too;
 #   - every other device stays connected;
-#   - what the audit table recorded, per broker.
+#   - what the audit table recorded, per broker;
+#   - with the acl plugin, also loaded on both brokers, and two topic rules
+#     written in SQL (devices publish under water/%m/%c/#, dashboards
+#     receive water/%m/#): on each broker a riverton device's reading
+#     reaches a riverton dashboard session, a lakeside device may not
+#     publish under water/riverton/ and the dashboard may not subscribe to
+#     water/#; a deny rule added in SQL stops delivery on the live
+#     subscriptions of both brokers (publishing every 100 ms, the time
+#     from the commit to the first withheld message is measured); and the
+#     acl audit rows. The brokers are not bridged: a message reaches only
+#     the subscribers of the broker it was published on.
 # Output is plain text; the checks are TAP lines ("ok N - ..."). Exit
 # status 0 when every expected outcome happened, 1 otherwise. Everything
 # it started is stopped at exit, by PID. FG_KEEP=1 keeps the files.
@@ -169,21 +179,28 @@ say "  ${#BENCH_DEVICES[@]} device certificates, plus $stranger: signed by" \
 
 step "Registering the fleet and a dashboard account (as fg_admin)"
 bench_register_all || fg_bail "cannot register the devices"
-fg_add_account "$dash_user" "$dash_password" dashboard ||
+fg_add_account "$dash_user" "$dash_password" dashboard riverton ||
 	fg_bail "cannot add the dashboard account"
-say "  password hash made with mosquitto_passwd; the registry now holds:"
+say "  password hash made with mosquitto_passwd (role dashboard, municipality" \
+	"riverton); the registry now holds:"
 audit_table "select municipality_id as municipality, count(*) as devices,
 	count(*) filter (where status = 'active') as active
 	from fleetgate.devices group by 1 order by 1"
 say "    accounts: $(fg_psql_super "select string_agg(username || ' (' || role || ')', ', ')
 	from fleetgate.accounts")"
 
-step "Starting two brokers, ${brokers[0]} and ${brokers[1]}, with the auth plugin" \
-	"and the same database"
+step "Starting two brokers, ${brokers[0]} and ${brokers[1]}, with the auth and acl" \
+	"plugins and the same database"
+# The acl plugin after the auth plugin, its options spelled out.
+acl_conf=(
+	"plugin $FG_BUILD/fleetgate_acl.so"
+	"plugin_opt_isolation true"
+	"plugin_opt_municipality_level 1"
+)
 # Nothing is shared between the brokers but PostgreSQL: each has its own
 # config, ports, log and registry snapshot file, and its own broker_id.
 for b in "${brokers[@]}"; do
-	fg_broker_start "$b" || fg_bail "broker $b did not start"
+	fg_broker_start "$b" "${acl_conf[@]}" || fg_bail "broker $b did not start"
 done
 for b in "${brokers[@]}"; do
 	fg_wait_log "$b" 'registry loaded from database' 10 ||
@@ -373,6 +390,273 @@ is "$r_susp" south:device_suspended "the suspension kick is audited by south as 
 is "$r_susp_again" north:device_suspended \
 	"the refused connect to north is audited by north as device_suspended"
 
+# ------------------------------------------------------- topic rules ----
+# The clients of this part are fg_client --script processes, fed commands
+# through a FIFO: a PUBLISH is judged by its PUBACK (MQTT 5 QoS 1: 0x87
+# when refused), a SUBSCRIBE by its SUBACK, a delivery by whether the
+# message arrives. They connect only now, after the auth audit checks
+# above, which count connections.
+declare -A SC_FD=()
+
+# sc_start NAME ARGS...: fg_client --script in the background, commands
+# from $FG_TMP/clients/NAME.in, output in $FG_TMP/clients/NAME.out. True
+# once it printed "ready" (connected).
+sc_start() {
+	local name=$1 fifo=$FG_TMP/clients/$1.in fd
+	shift
+	rm -f -- "$fifo"
+	mkfifo -- "$fifo"
+	(
+		# Other clients' FIFOs stay out of this process, so that its input
+		# ends when this script closes it.
+		for fd in "${SC_FD[@]}"; do
+			eval "exec $fd>&-"
+		done
+		exec "$FG_CLIENT" --timeout "$((5 * FG_SLOW))" --script "$@"
+	) <"$fifo" >"$FG_TMP/clients/$name.out" 2>&1 &
+	FG_CLIENT_PID[$name]=$!
+	exec {fd}>"$fifo"
+	SC_FD[$name]=$fd
+	fg_client_wait_line "$name" '^ready$' 5
+}
+
+# sc_dev NAME BROKER DEVICE: the device over TLS (client id = device id).
+sc_dev() {
+	local -a args
+	mapfile -t args < <(fg__tls_args "$2" "$3")
+	sc_start "$1" "${args[@]}" --id "$3"
+}
+
+# sc_dash NAME BROKER CLIENT_ID: the dashboard account, plain listener.
+sc_dash() {
+	sc_start "$1" --host 127.0.0.1 --port "${FG_PLAIN_PORT[$2]}" --id "$3" \
+		--username "$dash_user" --password "$dash_password"
+}
+
+# sc_send NAME LINE...: commands to the client (in a subshell that ignores
+# SIGPIPE, in case the client has exited).
+sc_send() {
+	local fd=${SC_FD[$1]:-}
+	shift
+	[[ -n $fd ]] || return 0
+	(
+		trap '' PIPE
+		printf '%s\n' "$@" 1>&"$fd"
+	) 2>/dev/null || true
+}
+
+# sc_close NAME: a clean DISCONNECT; waits for the client to exit.
+sc_close() {
+	local fd=${SC_FD[$1]:-}
+	[[ -n $fd ]] || return 0
+	sc_send "$1" quit
+	eval "exec $fd>&-"
+	unset "SC_FD[$1]"
+	fg_client_wait "$1" 3 || true
+}
+
+# sc_do NAME KIND TAG COMMAND: sends COMMAND and waits (3 s at most) for
+# its answer, "KIND tag=TAG rc=N"; prints N (the reason code), or "none".
+sc_do() {
+	local line
+	sc_send "$1" "$4"
+	fg_client_wait_line "$1" "^$2 tag=$3 " 3 || true
+	line=$(grep -E -- "^$2 tag=$3 " "$FG_TMP/clients/$1.out" | tail -n 1) || true
+	line=$(fg_field "$line" rc)
+	printf '%s\n' "${line:-none}"
+}
+
+# verdict RC: allowed (a reason code below 128), refused, or what happened.
+verdict() {
+	if [[ $1 =~ ^[0-9]+$ ]]; then
+		if (($1 < 128)); then echo allowed; else echo refused; fi
+	else
+		echo "no answer ($1)"
+	fi
+}
+
+# sc_got NAME PAYLOAD: the client received a message with that payload.
+sc_got() {
+	grep -qF -- " payload=$2 topic=" "$FG_TMP/clients/$1.out" 2>/dev/null
+}
+
+acl_limit_ms=$((1000 * FG_SLOW))
+
+step "Topic rules in SQL (the acl plugin, on both brokers)"
+for b in "${brokers[@]}"; do
+	fg_log_mark "$b"
+done
+fg_psql_admin "select fleetgate.add_acl_rule('all_devices', null,
+	'water/%m/%c/#', 'publish', 'allow', 0,
+	'demo: every device publishes under its own topics')" >/dev/null ||
+	fg_bail "cannot add the devices' rule"
+fg_psql_admin "select fleetgate.add_acl_rule('role', 'dashboard',
+	'water/%m/#', 'receive', 'allow', 0,
+	'demo: dashboards read their municipality')" >/dev/null ||
+	fg_bail "cannot add the dashboards' rule"
+audit_table "select id, subject_kind, coalesce(subject, '-') as subject,
+	pattern, access, effect, priority from fleetgate.acl_rules order by id"
+for b in "${brokers[@]}"; do
+	if fg_wait_log "$b" 'registry loaded from database' 3; then
+		say "  $b: $(log_since "$b" 'fleetgate: registry loaded from database.*')"
+	else
+		say "  $b logged no registry reload within 3 s of the commits"
+	fi
+done
+say "  municipality isolation (plugin_opt_isolation true, level 1) is on:"
+say "  water/<municipality>/... belongs to that municipality alone"
+
+# Per broker: a dashboard session (the same riverton account), a riverton
+# device and a lakeside device. riverton-0002 and lakeside-0002 connect
+# to the broker that is not their usual one: devices may use either.
+declare -A acl_dash=([north]=dashboard-3 [south]=dashboard-4)
+declare -A acl_rdev=([north]=riverton-0001 [south]=riverton-0002)
+declare -A acl_ldev=([north]=lakeside-0002 [south]=lakeside-0001)
+declare -A acl_seen=() acl_stop=()
+for b in "${brokers[@]}"; do
+	step "The rules at work on $b (dashboard ${acl_dash[$b]}," \
+		"${acl_rdev[$b]}, ${acl_ldev[$b]})"
+	d=dash-$b r=rdev-$b l=ldev-$b
+	sc_dash "$d" "$b" "${acl_dash[$b]}" ||
+		fg_bail "the dashboard did not connect to $b: $(fg_client_out "$d")"
+	sc_dev "$r" "$b" "${acl_rdev[$b]}" ||
+		fg_bail "${acl_rdev[$b]} did not connect to $b: $(fg_client_out "$r")"
+	sc_dev "$l" "$b" "${acl_ldev[$b]}" ||
+		fg_bail "${acl_ldev[$b]} did not connect to $b: $(fg_client_out "$l")"
+
+	rc=$(sc_do "$d" suback "S1$b" "sub S1$b 1 water/riverton/#")
+	say "  dashboard SUBSCRIBE water/riverton/#: rc=$rc $(verdict "$rc")"
+	is "$(verdict "$rc")" allowed "[$b] the riverton dashboard may subscribe to water/riverton/#"
+	rc=$(sc_do "$d" suback "S2$b" "sub S2$b 1 water/#")
+	[[ ${acl_wide:-} =~ ^[0-9]+$ && $acl_wide -ge 128 ]] || acl_wide=$rc
+	say "  dashboard SUBSCRIBE water/#: rc=$rc $(verdict "$rc")" \
+		"(it spans municipalities)"
+	is "$(verdict "$rc")" refused "[$b] its SUBSCRIBE to water/# is refused (municipality isolation)"
+
+	t_fake=water/riverton/${acl_ldev[$b]}/readings
+	rc_fake=$(sc_do "$l" puback "F$b" "pub F$b 1 0 $t_fake")
+	say "  ${acl_ldev[$b]} PUBLISH $t_fake: rc=$rc_fake $(verdict "$rc_fake")"
+	t_real=water/riverton/${acl_rdev[$b]}/readings
+	rc_real=$(sc_do "$r" puback "R$b" "pub R$b 1 0 $t_real")
+	say "  ${acl_rdev[$b]} PUBLISH $t_real: rc=$rc_real $(verdict "$rc_real")"
+	got=no
+	fg_client_wait_line "$d" " payload=R$b topic=" 3 && got=yes
+	# The refused PUBLISH was answered before the allowed one was sent:
+	# had it been delivered, it would have arrived first.
+	got_fake=no
+	sc_got "$d" "F$b" && got_fake=yes
+	say "  the dashboard received: ${acl_rdev[$b]}'s reading $got," \
+		"${acl_ldev[$b]}'s $got_fake"
+	acl_seen[$b]="riverton reading $([[ $got == yes ]] && echo delivered ||
+		echo NOT delivered), lakeside publish $(verdict "$rc_fake")"
+	is "$(verdict "$rc_real") $got" "allowed yes" \
+		"[$b] ${acl_rdev[$b]}'s reading is accepted and reaches the riverton dashboard on $b"
+	is "$(verdict "$rc_fake") $got_fake" "refused no" \
+		"[$b] ${acl_ldev[$b]} may not publish under water/riverton/ (refused, not delivered)"
+done
+say
+say "  (the brokers are not bridged: a reading reaches the dashboard sessions"
+say "  of the broker it was published on; both brokers apply the same rules)"
+
+step "A deny rule added in SQL while both dashboards are subscribed"
+# Each riverton device publishes a reading every 100 ms (QoS 0); once a
+# few arrived, a deny rule withholds readings from dashboards. Then each
+# sends one status message, still allowed: once it arrived, everything
+# published before it would have arrived too.
+n_stream=30
+cmds=()
+for ((i = 1; i <= n_stream; i++)); do
+	cmds+=("pub L$i 0 0 water/riverton/@DEV@/readings" "sleep 100")
+done
+for b in "${brokers[@]}"; do
+	sc_send "rdev-$b" "${cmds[@]//@DEV@/${acl_rdev[$b]}}"
+done
+fg_client_wait_line rdev-north '^sent tag=L8 ' 3 || true
+t_deny=$(commit_ms "select fleetgate.add_acl_rule('role', 'dashboard',
+	'water/riverton/+/readings', 'receive', 'deny', 10,
+	'demo: readings withheld from dashboards')") ||
+	fg_bail "the deny rule could not be added"
+say "  deny rule (role dashboard, receive water/riverton/+/readings, priority 10)" \
+	"committed at epoch_ms=$t_deny"
+for b in "${brokers[@]}"; do
+	fg_client_wait_line "rdev-$b" "^sent tag=L$n_stream " 6 || true
+	rc=$(sc_do "rdev-$b" puback "Z$b" \
+		"pub Z$b 1 0 water/riverton/${acl_rdev[$b]}/status")
+	fence=no
+	fg_client_wait_line "dash-$b" " payload=Z$b topic=" 3 && fence=yes
+	# When delivery stopped, from the send times and what arrived.
+	declare -A sent_ms=() got=()
+	while read -r _ tagf msf; do
+		sent_ms[${tagf#tag=}]=${msf#ms=}
+	done < <(grep -E '^sent tag=L[0-9]+ ' "$FG_TMP/clients/rdev-$b.out")
+	while read -r tag; do
+		got[$tag]=1
+	done < <(grep -oE ' payload=L[0-9]+ ' "$FG_TMP/clients/dash-$b.out" |
+		sed 's/ payload=//; s/ $//')
+	before=0 after=0 stop_i='' last_i='' late=0
+	for ((i = 1; i <= n_stream; i++)); do
+		s=${sent_ms[L$i]:-}
+		[[ -n $s ]] || continue
+		if [[ -n ${got[L$i]:-} ]]; then
+			last_i=$i
+			if ((s < t_deny)); then before=$((before + 1)); else after=$((after + 1)); fi
+			[[ -n $stop_i ]] && late=$((late + 1))
+		elif [[ -z $stop_i ]] && ((s >= t_deny)); then
+			stop_i=$i
+		fi
+	done
+	stop_ms=-
+	[[ -n $stop_i ]] && stop_ms=$((${sent_ms[L$stop_i]} - t_deny))
+	last_txt='none'
+	[[ -n $last_i ]] && last_txt="L$last_i, sent at commit$(printf '%+d' \
+		$((${sent_ms[L$last_i]} - t_deny))) ms"
+	say "  $b: ${#sent_ms[@]} readings sent, $before delivered before the commit," \
+		"$after after; last delivered $last_txt;" \
+		"first withheld ${stop_i:+L$stop_i, sent at commit+}$stop_ms ms;" \
+		"$late delivered after that; status message delivered: $fence"
+	acl_stop[$b]=$stop_ms
+	ok "((before > 0)) && [[ $fence == yes ]]" \
+		"[$b] readings reach the dashboard every 100 ms before the edit, other topics after it"
+	ok "[[ $stop_ms != - ]] && ((stop_ms <= acl_limit_ms && late == 0))" \
+		"[$b] the deny rule stops delivery on the live subscription within $acl_limit_ms ms of the commit"
+	unset sent_ms got
+done
+
+for name in dash-north rdev-north ldev-north dash-south rdev-south ldev-south; do
+	sc_close "$name"
+done
+
+step "What the audit table recorded (source 'acl': denials, one row per client," \
+	"topic and minute)"
+# acl_why WHERE EXPECTED: as audit_why, for the acl rows.
+acl_why_sql() {
+	printf '%s' "select coalesce(string_agg(distinct broker_id || ':' || reason,
+		',' order by broker_id || ':' || reason), '')
+		from fleetgate.audit_events where source = 'acl' and $1"
+}
+acl_why() {
+	fg_wait_sql "$(acl_why_sql "$1")" "$2" 5 || true
+	fg_psql_super "$(acl_why_sql "$1")"
+}
+a_sub=$(acl_why "client_id in ('dashboard-3', 'dashboard-4')
+	and detail->>'topic' = 'water/#'" north:subscribe,south:subscribe)
+a_pub=$(acl_why "detail->>'topic' like 'water/riverton/lakeside-%'" \
+	north:publish,south:publish)
+a_recv=$(acl_why "client_id in ('dashboard-3', 'dashboard-4')
+	and detail->>'topic' like 'water/riverton/riverton-%/readings'" \
+	north:receive,south:receive)
+audit_table "select id, broker_id as broker, event, reason,
+	coalesce(device_id, username, client_id) as who, client_id,
+	detail->>'topic' as topic, detail->>'count' as count
+	from fleetgate.audit_events where source = 'acl' order by at, id"
+is "$a_sub" north:subscribe,south:subscribe \
+	"the refused SUBSCRIBE to water/# is audited by both brokers"
+is "$a_pub" north:publish,south:publish \
+	"the refused PUBLISH under water/riverton/ is audited by both brokers"
+is "$a_recv" north:receive,south:receive \
+	"the withheld readings are audited by both brokers as receive denials"
+n_acl=$(fg_psql_super "select count(*) from fleetgate.audit_events where source = 'acl'")
+
 for b in "${brokers[@]}"; do
 	fg_broker_stop "$b"
 done
@@ -395,6 +679,11 @@ say "  suspension: $suspended kicked $suspend_kick_ms ms after the commit" \
 say "  others:     north ${others[north]}, south ${others[south]} stayed connected;" \
 	"dashboard $dash_alive"
 say "  audit:      accepted $n_acc; refused $n_ref; kicked $n_kick"
+say "  acl:        north: ${acl_seen[north]}; south: ${acl_seen[south]};" \
+	"dashboard water/# $(verdict "${acl_wide:-none}") (${a_sub:-no audit row})"
+say "  acl edit:   deny rule stopped delivery on north ${acl_stop[north]} ms," \
+	"south ${acl_stop[south]} ms after the commit (limit $acl_limit_ms ms);" \
+	"$n_acl acl audit rows (${a_recv:-no receive denial row})"
 if ((FG_T_FAILED == 0)); then
 	say "  result:     every expected outcome happened"
 else
