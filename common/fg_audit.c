@@ -439,6 +439,8 @@ static void *writer_main(void *arg)
 	int64_t stop_deadline = 0;
 	size_t n = 0, i;
 
+	fg_thread_private_files();
+
 	batch = calloc((size_t)a->s.batch_size, sizeof(*batch));
 	fg_backoff_reset(&backoff, a->s.retry_max_ms);
 	pthread_mutex_lock(&a->lock);

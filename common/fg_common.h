@@ -29,6 +29,17 @@ FG_API int64_t fg_mono_ms(void);
 FG_API void fg_seterr(char *err, size_t errlen, const char *fmt, ...)
     FG_PRINTF(3, 4);
 
+/*
+ * Called first by every worker thread: give the thread a file descriptor
+ * table of its own. While threads share the table, the kernel counts a
+ * reference on every descriptor the broker thread uses in every system
+ * call; with the table private again, the broker's sends and polls take
+ * the single-owner fast path. The thread keeps its copies of descriptors
+ * opened before it started (the stop pipe), and what it opens (database
+ * sockets, the snapshot file) is its own.
+ */
+FG_API void fg_thread_private_files(void);
+
 /* 64-bit FNV-1a hash of a string, for hash tables and change detection. */
 FG_API uint64_t fg_hash_str(const char *s);
 

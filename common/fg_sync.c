@@ -326,6 +326,8 @@ static void *loader_main(void *arg)
 	struct fg_backoff backoff;
 	int64_t next_full = 0;
 
+	fg_thread_private_files();
+
 	fg_backoff_reset(&backoff, sy->s.retry_max_ms);
 	for (;;) {
 		int rc, n, more;
