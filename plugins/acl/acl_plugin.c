@@ -17,6 +17,7 @@
 #include "fg_ident.h"
 #include "fg_log.h"
 #include "fg_opts.h"
+#include "fg_plugin.h"
 #include "fg_runtime.h"
 
 #define NBUCKETS 4096
@@ -55,10 +56,7 @@ static int on_tick(int event, void *event_data, void *userdata);
 static int on_disconnect(int event, void *event_data, void *userdata);
 
 /* Registered and unregistered from this one table. */
-static const struct {
-	int event;
-	MOSQ_FUNC_generic_callback cb;
-} callbacks[] = {
+static const struct fg_callback callbacks[] = {
     {MOSQ_EVT_ACL_CHECK, on_acl_check},
     {MOSQ_EVT_TICK, on_tick},
     {MOSQ_EVT_DISCONNECT, on_disconnect},
@@ -249,9 +247,7 @@ static void plugin_free(struct acl_plugin *p)
 
 	if (p == NULL)
 		return;
-	for (i = 0; p->id != NULL && i < NCALLBACKS; i++)
-		mosquitto_callback_unregister(p->id, callbacks[i].event,
-		                              callbacks[i].cb, NULL);
+	fg_plugin_unregister(p->id, callbacks, NCALLBACKS);
 	for (i = 0; i < NBUCKETS; i++) {
 		while (p->buckets[i] != NULL)
 			drop_state(p, p->buckets[i]->client);
@@ -264,13 +260,7 @@ static void plugin_free(struct acl_plugin *p)
 FG_PLUGIN_ENTRY int mosquitto_plugin_version(int supported_version_count,
                                              const int *supported_versions)
 {
-	int i;
-
-	for (i = 0; i < supported_version_count; i++) {
-		if (supported_versions[i] == 5)
-			return 5;
-	}
-	return -1;
+	return fg_plugin_version(supported_version_count, supported_versions);
 }
 
 FG_PLUGIN_ENTRY int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier,
@@ -278,11 +268,9 @@ FG_PLUGIN_ENTRY int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier,
                                           struct mosquitto_opt *options,
                                           int option_count)
 {
-	struct fg_runtime_config rcfg;
-	struct fg_opt_table tables[2];
+	struct fg_opt_table own;
 	char err[FG_ERRLEN] = "";
 	struct acl_plugin *p;
-	size_t i;
 
 	p = calloc(1, sizeof(*p));
 	if (p == NULL) {
@@ -292,29 +280,15 @@ FG_PLUGIN_ENTRY int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier,
 	p->cfg.isolation = true;
 	p->cfg.municipality_level = 1;
 	p->cfg.cache_size = 1024;
-	fg_runtime_config_init(&rcfg);
-	tables[0] = (struct fg_opt_table){
+	own = (struct fg_opt_table){
 	    acl_specs, sizeof(acl_specs) / sizeof(acl_specs[0]), &p->cfg};
-	tables[1] = fg_runtime_opt_table(&rcfg);
-	if (fg_opts_parse(tables, 2, options, option_count, err, sizeof(err)) !=
-	    0)
+	p->rt =
+	    fg_plugin_runtime(&own, options, option_count, err, sizeof(err));
+	if (p->rt == NULL ||
+	    fg_plugin_register(identifier, callbacks, NCALLBACKS, p, err,
+	                       sizeof(err)) != 0)
 		goto fail;
-	p->rt = fg_runtime_acquire(&rcfg, err, sizeof(err));
-	if (p->rt == NULL)
-		goto fail;
-	fg_runtime_config_free(&rcfg);
-
 	p->id = identifier;
-	for (i = 0; i < NCALLBACKS; i++) {
-		if (mosquitto_callback_register(identifier, callbacks[i].event,
-		                                callbacks[i].cb, NULL,
-		                                p) != MOSQ_ERR_SUCCESS) {
-			snprintf(err, sizeof(err),
-			         "cannot register callback for event %d",
-			         callbacks[i].event);
-			goto fail_rt;
-		}
-	}
 	*userdata = p;
 	mosquitto_log_printf(MOSQ_LOG_NOTICE,
 	                     ACL_LOG " started isolation=%s "
@@ -323,8 +297,6 @@ FG_PLUGIN_ENTRY int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier,
 	                     p->cfg.municipality_level, p->cfg.cache_size);
 	return MOSQ_ERR_SUCCESS;
 fail:
-	fg_runtime_config_free(&rcfg);
-fail_rt:
 	mosquitto_log_printf(MOSQ_LOG_ERR, ACL_LOG " cannot start: %s", err);
 	plugin_free(p);
 	return MOSQ_ERR_INVAL;

@@ -15,6 +15,7 @@
 #include "auth.h"
 #include "fg_log.h"
 #include "fg_opts.h"
+#include "fg_plugin.h"
 
 /* Connected clients are re-checked at least this often, so expiry and
  * scheduled revocations apply without a registry change. */
@@ -52,10 +53,7 @@ static int on_tick(int event, void *event_data, void *userdata);
 static int on_disconnect(int event, void *event_data, void *userdata);
 
 /* Registered and unregistered from this one table. */
-static const struct {
-	int event;
-	MOSQ_FUNC_generic_callback cb;
-} callbacks[] = {
+static const struct fg_callback callbacks[] = {
     {MOSQ_EVT_BASIC_AUTH, on_basic_auth},
     {MOSQ_EVT_TICK, on_tick},
     {MOSQ_EVT_DISCONNECT, on_disconnect},
@@ -356,13 +354,9 @@ static int on_disconnect(int event, void *event_data, void *userdata)
 
 static void plugin_free(struct auth_plugin *p)
 {
-	size_t i;
-
 	if (p == NULL)
 		return;
-	for (i = 0; p->id != NULL && i < NCALLBACKS; i++)
-		mosquitto_callback_unregister(p->id, callbacks[i].event,
-		                              callbacks[i].cb, NULL);
+	fg_plugin_unregister(p->id, callbacks, NCALLBACKS);
 	auth_sessions_free(&p->sessions);
 	fg_runtime_release(p->rt);
 	free(p);
@@ -371,13 +365,7 @@ static void plugin_free(struct auth_plugin *p)
 FG_PLUGIN_ENTRY int mosquitto_plugin_version(int supported_version_count,
                                              const int *supported_versions)
 {
-	int i;
-
-	for (i = 0; i < supported_version_count; i++) {
-		if (supported_versions[i] == 5)
-			return 5;
-	}
-	return -1;
+	return fg_plugin_version(supported_version_count, supported_versions);
 }
 
 FG_PLUGIN_ENTRY int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier,
@@ -385,11 +373,9 @@ FG_PLUGIN_ENTRY int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier,
                                           struct mosquitto_opt *options,
                                           int option_count)
 {
-	struct fg_runtime_config rcfg;
-	struct fg_opt_table tables[2];
+	struct fg_opt_table own;
 	char err[FG_ERRLEN] = "";
 	struct auth_plugin *p;
-	size_t i;
 
 	p = calloc(1, sizeof(*p));
 	if (p == NULL || auth_sessions_init(&p->sessions, 4096) != 0) {
@@ -399,29 +385,14 @@ FG_PLUGIN_ENTRY int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier,
 	}
 	p->cfg.api_key = AUTH_API_KEY_OFF;
 	p->cfg.max_id_length = 64;
-	fg_runtime_config_init(&rcfg);
-	tables[0] = (struct fg_opt_table){
+	own = (struct fg_opt_table){
 	    auth_specs, sizeof(auth_specs) / sizeof(auth_specs[0]), &p->cfg};
-	tables[1] = fg_runtime_opt_table(&rcfg);
-	if (fg_opts_parse(tables, 2, options, option_count, err, sizeof(err)) !=
-	    0)
+	p->rt =
+	    fg_plugin_runtime(&own, options, option_count, err, sizeof(err));
+	if (p->rt == NULL ||
+	    fg_plugin_register(identifier, callbacks, NCALLBACKS, p, err,
+	                       sizeof(err)) != 0)
 		goto fail;
-	p->rt = fg_runtime_acquire(&rcfg, err, sizeof(err));
-	if (p->rt == NULL)
-		goto fail;
-	fg_runtime_config_free(&rcfg);
-
-	for (i = 0; i < NCALLBACKS; i++) {
-		if (mosquitto_callback_register(identifier, callbacks[i].event,
-		                                callbacks[i].cb, NULL,
-		                                p) != MOSQ_ERR_SUCCESS) {
-			snprintf(err, sizeof(err),
-			         "cannot register callback for event %d",
-			         callbacks[i].event);
-			p->id = identifier; /* unregister what was done */
-			goto fail_rt;
-		}
-	}
 	p->id = identifier;
 	*userdata = p;
 	mosquitto_log_printf(MOSQ_LOG_NOTICE,
@@ -431,8 +402,6 @@ FG_PLUGIN_ENTRY int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier,
 	                     p->cfg.max_id_length, fg_runtime_broker_id(p->rt));
 	return MOSQ_ERR_SUCCESS;
 fail:
-	fg_runtime_config_free(&rcfg);
-fail_rt:
 	mosquitto_log_printf(MOSQ_LOG_ERR, AUTH_LOG " cannot start: %s", err);
 	plugin_free(p);
 	return MOSQ_ERR_INVAL;
