@@ -897,6 +897,14 @@ fg_log_has() {
 fg_wait_log() {
 	fg_wait_until "$3" fg_log_has "$1" "$2"
 }
+# fg_wait_registry NAME [TIMEOUT]: the broker's runtime has a registry
+# (read from the database, or from its snapshot), so that decisions are
+# made by it rather than refused for want of one. Slow under valgrind.
+fg_wait_registry() {
+	fg_wait_log "$1" \
+		"fleetgate: (registry loaded from database|using registry snapshot)" \
+		"${2:-10}"
+}
 
 # ------------------------------------------------------------- clients ----
 

@@ -498,6 +498,7 @@ replay_cases() {
 		fail "broker replay starts"
 		return 0
 	fi
+	fg_wait_registry replay || fail "broker replay has a registry"
 	# The injector first: its log subscription shows that log lines are
 	# published, for the one case about them.
 	sc_acct rinj replay fg-injector "$PW" fg-injector ||
@@ -733,6 +734,7 @@ fg_psql_admin "$rules_sql" >/dev/null
 LIVE_RULE=$(rule role live 'water/north/live/#' receive allow)
 
 fg_broker_start main "${ACL_CONF[@]}" || fg_bail "broker main did not start"
+fg_wait_registry main || fail "broker main has a registry"
 ok 'log_wait main "fleetgate-acl: " 3' "the acl plugin is loaded (it logs)"
 
 # --- municipalities stay apart ----------------------------------------------
@@ -1212,6 +1214,7 @@ section "rule edits while subscribed"
 # The same edit must reach every broker: a second broker on the same
 # registry gets the same clients and the same measurement.
 fg_broker_start second "${ACL_CONF[@]}" || fg_bail "broker second did not start"
+fg_wait_registry second || fail "broker second has a registry"
 sc_acct live main live "$PW" live-1 || fg_bail "live did not connect"
 sc_acct live2 second live "$PW" live-2 || fg_bail "live did not connect to second"
 sc_acct ops2 second ops "$PW" ops-2 || fg_bail "ops did not connect to second"
@@ -1395,6 +1398,8 @@ fg_broker_start noiso "plugin $FG_BUILD/fleetgate_acl.so" \
 	"plugin_opt_isolation false" || fg_bail "broker noiso did not start"
 fg_broker_start lvl2 "plugin $FG_BUILD/fleetgate_acl.so" \
 	"plugin_opt_municipality_level 2" || fg_bail "broker lvl2 did not start"
+fg_wait_registry noiso || fail "broker noiso has a registry"
+fg_wait_registry lvl2 || fail "broker lvl2 has a registry"
 sc_dev n1o noiso n1 || fg_bail "n1 did not connect to noiso"
 sc_dev e1o noiso e1 || fg_bail "e1 did not connect to noiso"
 sc_dev n1l lvl2 n1 || fg_bail "n1 did not connect to lvl2"
