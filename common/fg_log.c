@@ -4,6 +4,7 @@
 #include "fg_log.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,7 @@ static size_t log_head, log_count;
 static uint64_t log_lost;
 static pthread_t broker_thread;
 static int broker_thread_set;
+static atomic_int detached; /* read by worker threads too */
 
 void fg_log_init(void)
 {
@@ -47,6 +49,10 @@ void fg_log(int level, const char *fmt, ...)
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
 
+	if (detached) {
+		fprintf(stderr, "%s\n", line);
+		return;
+	}
 	if (fg_on_broker_thread()) {
 		mosquitto_log_printf(level, "%s", line);
 		return;
@@ -91,6 +97,11 @@ void fg_log_drain(void)
 		                     "fleetgate: log queue full, lost=%llu "
 		                     "lines from worker threads",
 		                     (unsigned long long)lost);
+}
+
+void fg_log_detach(void)
+{
+	detached = 1;
 }
 
 void fg_log_shutdown(void)

@@ -27,6 +27,10 @@ FG_API void fg_log_drain(void);
 /* Write what is queued and free the queue; once no worker thread runs. */
 FG_API void fg_log_shutdown(void);
 
+/* From now on write to stderr instead of the broker's log: for use while
+ * the process exits, when the broker's logging is already torn down. */
+FG_API void fg_log_detach(void);
+
 /* True on the thread that called fg_log_init(). */
 FG_API int fg_on_broker_thread(void);
 

@@ -362,8 +362,10 @@ static int runtime_extend(struct fg_runtime *rt,
 static void stop_at_exit(void)
 {
 	pthread_mutex_lock(&runtime_lock);
-	if (runtime != NULL)
+	if (runtime != NULL) {
+		fg_log_detach();
 		stop_workers(runtime);
+	}
 	pthread_mutex_unlock(&runtime_lock);
 }
 
