@@ -28,6 +28,7 @@ struct fg_runtime {
 	struct fg_registry *registry;
 	uint64_t generation;
 	struct fg_clients *clients;
+	int64_t last_tick_ms;
 };
 
 static pthread_mutex_t runtime_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -411,9 +412,16 @@ void fg_runtime_release(struct fg_runtime *rt)
 void fg_runtime_tick(struct fg_runtime *rt)
 {
 	struct fg_registry *fresh;
+	int64_t now = fg_mono_ms();
 
+	/* TICK fires on every pass of the broker's loop, for every plugin:
+	 * under load that is thousands of times a second. Once a
+	 * millisecond is enough for all of it. */
+	if (now == rt->last_tick_ms)
+		return;
+	rt->last_tick_ms = now;
 	fg_log_drain();
-	fg_clients_purge(rt->clients, fg_mono_ms());
+	fg_clients_purge(rt->clients, now);
 	fresh = fg_sync_take(rt->sync);
 	if (fresh != NULL) {
 		int first =
