@@ -20,11 +20,7 @@ struct fg_clients {
 
 static size_t bucket_of(const void *client)
 {
-	uintptr_t p = (uintptr_t)client;
-
-	p ^= p >> 17;
-	p *= 0x9e3779b97f4a7c15ULL;
-	return (size_t)(p >> 20) % NBUCKETS;
+	return (size_t)(fg_hash_ptr(client) % NBUCKETS);
 }
 
 static size_t id_bucket_of(const char *client_id)

@@ -54,6 +54,15 @@ uint64_t fg_hash_str(const char *s)
 	return h;
 }
 
+uint64_t fg_hash_ptr(const void *ptr)
+{
+	uint64_t p = (uint64_t)(uintptr_t)ptr;
+
+	p ^= p >> 17;
+	p *= 0x9e3779b97f4a7c15ULL;
+	return p >> 20;
+}
+
 void fg_thread_private_files(void)
 {
 	/* Failure only costs the broker the fast path; nothing to handle. */

@@ -43,4 +43,7 @@ FG_API void fg_thread_private_files(void);
 /* 64-bit FNV-1a hash of a string, for hash tables and change detection. */
 FG_API uint64_t fg_hash_str(const char *s);
 
+/* A well-mixed hash of a pointer, for tables keyed by client. */
+FG_API uint64_t fg_hash_ptr(const void *ptr);
+
 #endif

@@ -65,11 +65,7 @@ static const struct fg_callback callbacks[] = {
 
 static size_t bucket_of(const void *client)
 {
-	uintptr_t p = (uintptr_t)client;
-
-	p ^= p >> 17;
-	p *= 0x9e3779b97f4a7c15ULL;
-	return (size_t)(p >> 20) % NBUCKETS;
+	return (size_t)(fg_hash_ptr(client) % NBUCKETS);
 }
 
 static struct client_state **find(struct acl_plugin *p, const void *client)

@@ -120,8 +120,7 @@ static char *substitute(const char *pattern, const struct acl_identity *id,
 	return out;
 }
 
-static bool rule_applies(const struct fg_rule *r, const struct acl_identity *id,
-                         const struct fg_device *dev,
+static bool rule_applies(const struct fg_rule *r, const struct fg_device *dev,
                          const struct fg_account *acc)
 {
 	switch (r->kind) {
@@ -137,7 +136,6 @@ static bool rule_applies(const struct fg_rule *r, const struct acl_identity *id,
 	case FG_RULE_ALL_DEVICES:
 		return dev != NULL;
 	}
-	(void)id;
 	return false;
 }
 
@@ -188,7 +186,7 @@ static int compile(struct acl_client *c, const struct fg_registry *reg,
 		struct crule *nv;
 		char *pat;
 
-		if (!rule_applies(r, id, dev, acc))
+		if (!rule_applies(r, dev, acc))
 			continue;
 		pat = substitute(r->pattern, id, c->municipality, &oom);
 		if (pat == NULL) {

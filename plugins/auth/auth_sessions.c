@@ -10,11 +10,7 @@
 
 static size_t bucket_of(const struct auth_sessions *t, const void *client)
 {
-	uintptr_t p = (uintptr_t)client;
-
-	p ^= p >> 17;
-	p *= 0x9e3779b97f4a7c15ULL;
-	return (size_t)(p >> 20) % t->nbuckets;
+	return (size_t)(fg_hash_ptr(client) % t->nbuckets);
 }
 
 int auth_sessions_init(struct auth_sessions *t, size_t nbuckets)
