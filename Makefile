@@ -23,10 +23,11 @@ LIBS_RT = -lpq -lcjson -lssl -lcrypto -lpthread
 
 COMMON_SRC := $(wildcard common/*.c)
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/obj/%.o)
-AUTH_SRC := $(wildcard plugins/auth/*.c)
-AUTH_OBJ := $(AUTH_SRC:%.c=$(BUILD)/obj/%.o)
-ACL_SRC := $(wildcard plugins/acl/*.c)
-ACL_OBJ := $(ACL_SRC:%.c=$(BUILD)/obj/%.o)
+# Every directory under plugins/ is one plugin, built as fleetgate_NAME.so.
+PLUGIN_NAMES := $(notdir $(wildcard plugins/*))
+PLUGIN_SRC := $(wildcard plugins/*/*.c)
+PLUGIN_OBJ := $(PLUGIN_SRC:%.c=$(BUILD)/obj/%.o)
+plugin_obj = $(filter $(BUILD)/obj/plugins/$(1)/%,$(PLUGIN_OBJ))
 TOOLS_SRC := $(wildcard test/tools/*.c)
 TOOLS := $(TOOLS_SRC:test/tools/%.c=$(BUILD)/tools/%)
 BENCH_SRC := $(wildcard test/bench/*.c)
@@ -35,7 +36,7 @@ UNIT_SRC := $(wildcard test/unit/test_*.c)
 UNIT := $(UNIT_SRC:test/unit/%.c=$(BUILD)/unit/%)
 
 RUNTIME := $(BUILD)/libfleetgate.so
-PLUGINS := $(BUILD)/fleetgate_auth.so $(BUILD)/fleetgate_acl.so
+PLUGINS := $(PLUGIN_NAMES:%=$(BUILD)/fleetgate_%.so)
 
 .PHONY: all deps test unit sql-test integration asan valgrind bench demo \
 	lint format format-check clean
@@ -54,15 +55,15 @@ $(RUNTIME): $(COMMON_OBJ)
 	@echo "  LD      $@"
 	$(Q)$(CC) -shared -pthread $(SAN) -Wl,-soname,libfleetgate.so -o $@ $^ $(LIBS_RT)
 
-$(BUILD)/fleetgate_auth.so: $(AUTH_OBJ) $(RUNTIME)
-	@echo "  LD      $@"
-	$(Q)$(CC) -shared -pthread $(SAN) -o $@ $(AUTH_OBJ) -L$(BUILD) -lfleetgate \
-		-Wl,-rpath,'$$ORIGIN' $(LIBS_RT)
+# A plugin's own libraries, beyond the runtime's: LIBS_name.
+LIBS_ratelimit = -lhiredis
 
-$(BUILD)/fleetgate_acl.so: $(ACL_OBJ) $(RUNTIME)
+.SECONDEXPANSION:
+.SECONDARY: $(PLUGIN_OBJ)
+$(BUILD)/fleetgate_%.so: $$(call plugin_obj,$$*) $(RUNTIME)
 	@echo "  LD      $@"
-	$(Q)$(CC) -shared -pthread $(SAN) -o $@ $(ACL_OBJ) -L$(BUILD) -lfleetgate \
-		-Wl,-rpath,'$$ORIGIN' $(LIBS_RT)
+	$(Q)$(CC) -shared -pthread $(SAN) -o $@ $(call plugin_obj,$*) -L$(BUILD) \
+		-lfleetgate -Wl,-rpath,'$$ORIGIN' $(LIBS_RT) $(LIBS_$*)
 
 $(BUILD)/tools/%: test/tools/%.c
 	@mkdir -p $(dir $@)
@@ -80,15 +81,16 @@ $(BUILD)/tools/%: test/bench/%.c
 # API replaced by the stubs in test/unit/stubs.c (a link seam).
 # Every object but the plugins' entry points (each plugin defines the same
 # three), so that one test binary can hold several plugins' logic.
-UNIT_OBJ = $(COMMON_OBJ) $(filter-out %_plugin.o,$(AUTH_OBJ) $(ACL_OBJ))
+UNIT_OBJ = $(COMMON_OBJ) $(filter-out %_plugin.o,$(PLUGIN_OBJ))
+UNIT_LIBS = $(LIBS_RT) $(foreach p,$(PLUGIN_NAMES),$(LIBS_$(p))) -lmosquitto
 
-$(BUILD)/unit/%: test/unit/%.c test/unit/stubs.c $(COMMON_OBJ) $(AUTH_OBJ) \
-		$(ACL_OBJ) $(wildcard test/unit/*.h)
+$(BUILD)/unit/%: test/unit/%.c test/unit/stubs.c $(COMMON_OBJ) $(PLUGIN_OBJ) \
+		$(wildcard test/unit/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  CC      $@"
-	$(Q)$(CC) $(CFLAGS_ALL) -fvisibility=default -Iplugins/auth -o $@ $< \
-		-Iplugins/acl test/unit/stubs.c $(UNIT_OBJ) $(LIBS_RT) -lmosquitto \
-		$(shell pkg-config --libs check 2>/dev/null)
+	$(Q)$(CC) $(CFLAGS_ALL) -fvisibility=default \
+		$(PLUGIN_NAMES:%=-Iplugins/%) -o $@ $< test/unit/stubs.c $(UNIT_OBJ) \
+		$(UNIT_LIBS) $(shell pkg-config --libs check 2>/dev/null)
 
 unit: $(UNIT)
 	@bash test/run-unit.sh $(UNIT)
@@ -132,12 +134,12 @@ lint:
 	@bash test/lint.sh
 
 format:
-	clang-format -i $(COMMON_SRC) $(wildcard common/*.h) $(AUTH_SRC) $(ACL_SRC) \
+	clang-format -i $(COMMON_SRC) $(wildcard common/*.h) $(PLUGIN_SRC) \
 		$(wildcard plugins/*/*.h) $(TOOLS_SRC) $(BENCH_SRC) $(UNIT_SRC)
 
 format-check:
 	@clang-format --dry-run --Werror $(COMMON_SRC) $(wildcard common/*.h) \
-		$(AUTH_SRC) $(ACL_SRC) $(wildcard plugins/*/*.h) $(TOOLS_SRC) $(BENCH_SRC) \
+		$(PLUGIN_SRC) $(wildcard plugins/*/*.h) $(TOOLS_SRC) $(BENCH_SRC) \
 		$(UNIT_SRC) && echo "format-check: ok"
 
 clean:
