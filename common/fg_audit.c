@@ -99,6 +99,24 @@ static void copy_field(char *dst, size_t len, const char *src)
 		fg_sanitize(src, dst, len);
 }
 
+/* Copy ev, sanitised and bounded, into q. */
+static void fill_event(struct queued_event *q, const struct fg_audit_event *ev,
+                       int64_t at_ms)
+{
+	q->at_ms = at_ms;
+	copy_field(q->source, sizeof(q->source), ev->source);
+	copy_field(q->event, sizeof(q->event), ev->event);
+	copy_field(q->outcome, sizeof(q->outcome), ev->outcome);
+	copy_field(q->reason, sizeof(q->reason), ev->reason);
+	copy_field(q->device_id, sizeof(q->device_id), ev->device_id);
+	copy_field(q->client_id, sizeof(q->client_id), ev->client_id);
+	copy_field(q->username, sizeof(q->username), ev->username);
+	copy_field(q->fingerprint, sizeof(q->fingerprint), ev->fingerprint);
+	copy_field(q->address, sizeof(q->address), ev->address);
+	copy_field(q->topic, sizeof(q->topic), ev->topic);
+	q->count = ev->count;
+}
+
 int fg_audit_push(struct fg_audit *a, const struct fg_audit_event *ev)
 {
 	struct queued_event *q;
@@ -115,18 +133,7 @@ int fg_audit_push(struct fg_audit *a, const struct fg_audit_event *ev)
 	}
 	pthread_mutex_unlock(&a->lock);
 
-	q->at_ms = fg_time_ms();
-	copy_field(q->source, sizeof(q->source), ev->source);
-	copy_field(q->event, sizeof(q->event), ev->event);
-	copy_field(q->outcome, sizeof(q->outcome), ev->outcome);
-	copy_field(q->reason, sizeof(q->reason), ev->reason);
-	copy_field(q->device_id, sizeof(q->device_id), ev->device_id);
-	copy_field(q->client_id, sizeof(q->client_id), ev->client_id);
-	copy_field(q->username, sizeof(q->username), ev->username);
-	copy_field(q->fingerprint, sizeof(q->fingerprint), ev->fingerprint);
-	copy_field(q->address, sizeof(q->address), ev->address);
-	copy_field(q->topic, sizeof(q->topic), ev->topic);
-	q->count = ev->count;
+	fill_event(q, ev, fg_time_ms());
 
 	pthread_mutex_lock(&a->lock);
 	if (a->count == (size_t)a->s.queue_size) {
@@ -217,6 +224,51 @@ static void add_str(cJSON *obj, const char *key, const char *v)
 		cJSON_AddStringToObject(obj, key, v);
 }
 
+/* One event as the object jsonb_to_recordset in INSERT_SQL reads. */
+static cJSON *event_object(const struct queued_event *e)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	if (o == NULL)
+		return NULL;
+	cJSON_AddNumberToObject(o, "at_ms", (double)e->at_ms);
+	add_str(o, "source", e->source);
+	add_str(o, "event", e->event);
+	add_str(o, "outcome", e->outcome);
+	add_str(o, "reason", e->reason);
+	add_str(o, "device_id", e->device_id);
+	add_str(o, "client_id", e->client_id);
+	add_str(o, "username", e->username);
+	add_str(o, "fingerprint", e->fingerprint);
+	add_str(o, "address", e->address);
+	if (e->topic[0] != '\0') {
+		cJSON *d = cJSON_AddObjectToObject(o, "detail");
+		if (d != NULL) {
+			cJSON_AddStringToObject(d, "topic", e->topic);
+			cJSON_AddNumberToObject(d, "count", (double)e->count);
+		}
+	}
+	return o;
+}
+
+char *fg_audit_event_json(const struct fg_audit_event *ev, int64_t at_ms)
+{
+	struct queued_event q;
+	cJSON *o;
+	char *out;
+
+	fill_event(&q, ev, at_ms);
+	o = event_object(&q);
+	out = o != NULL ? cJSON_PrintUnformatted(o) : NULL;
+	cJSON_Delete(o);
+	return out;
+}
+
+const char *fg_audit_insert_sql(void)
+{
+	return INSERT_SQL;
+}
+
 static char *batch_json(struct queued_event *const *evs, size_t n)
 {
 	cJSON *arr = cJSON_CreateArray();
@@ -225,30 +277,12 @@ static char *batch_json(struct queued_event *const *evs, size_t n)
 
 	for (i = 0; arr != NULL && i < n; i++) {
 		const struct queued_event *e = evs[i];
-		cJSON *o = cJSON_CreateObject();
+		cJSON *o = event_object(e);
 
 		if (o == NULL || !cJSON_AddItemToArray(arr, o)) {
 			cJSON_Delete(o);
 			cJSON_Delete(arr);
 			return NULL;
-		}
-		cJSON_AddNumberToObject(o, "at_ms", (double)e->at_ms);
-		add_str(o, "source", e->source);
-		add_str(o, "event", e->event);
-		add_str(o, "outcome", e->outcome);
-		add_str(o, "reason", e->reason);
-		add_str(o, "device_id", e->device_id);
-		add_str(o, "client_id", e->client_id);
-		add_str(o, "username", e->username);
-		add_str(o, "fingerprint", e->fingerprint);
-		add_str(o, "address", e->address);
-		if (e->topic[0] != '\0') {
-			cJSON *d = cJSON_AddObjectToObject(o, "detail");
-			if (d != NULL) {
-				cJSON_AddStringToObject(d, "topic", e->topic);
-				cJSON_AddNumberToObject(d, "count",
-				                        (double)e->count);
-			}
 		}
 	}
 	out = arr ? cJSON_PrintUnformatted(arr) : NULL;
@@ -420,13 +454,7 @@ static void wait_locked(struct fg_audit *a, int ms)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	fg_timespec_in(&ts, CLOCK_MONOTONIC, ms);
 	pthread_cond_timedwait(&a->cond, &a->lock, &ts);
 }
 

@@ -59,6 +59,17 @@ void fg_audit_seen(struct fg_audit *a, const char *device_id);
 /* Broker thread, on TICK: log overflow counts (throttled). */
 void fg_audit_tick(struct fg_audit *a);
 
+/*
+ * The event as one JSON object (sanitised, bounded), the element that
+ * fg_audit_insert_sql() reads from its $1 array; $2 is the broker id.
+ * Returns a string to free(), or NULL when out of memory. For writers
+ * that keep events elsewhere before inserting them (the persist plugin's
+ * journal).
+ */
+FG_API char *fg_audit_event_json(const struct fg_audit_event *ev,
+                                 int64_t at_ms);
+FG_API const char *fg_audit_insert_sql(void);
+
 struct fg_audit_stats {
 	uint64_t queued, written, dropped, rejected;
 	size_t pending;

@@ -68,3 +68,14 @@ void fg_thread_private_files(void)
 	/* Failure only costs the broker the fast path; nothing to handle. */
 	(void)unshare(CLONE_FILES);
 }
+
+void fg_timespec_in(struct timespec *ts, clockid_t clk, int ms)
+{
+	clock_gettime(clk, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}

@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 /* Everything is built with -fvisibility=hidden; the runtime library marks
  * the functions the plugins call with FG_API, and the plugins mark their
@@ -24,6 +25,8 @@ FG_API int64_t fg_time_s(void);
 FG_API int64_t fg_time_ms(void);
 /* Monotonic time in milliseconds, for intervals and timeouts. */
 FG_API int64_t fg_mono_ms(void);
+/* The time ms milliseconds from now on clock clk, for timed waits. */
+FG_API void fg_timespec_in(struct timespec *ts, clockid_t clk, int ms);
 
 /* snprintf into err (if not NULL), always NUL-terminated. */
 FG_API void fg_seterr(char *err, size_t errlen, const char *fmt, ...)

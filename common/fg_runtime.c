@@ -29,6 +29,8 @@ struct fg_runtime {
 	uint64_t generation;
 	struct fg_clients *clients;
 	int64_t last_tick_ms;
+	fg_audit_sink_fn sink; /* a durable path for audit events, or NULL */
+	void *sink_ctx;
 };
 
 static pthread_mutex_t runtime_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -456,6 +458,11 @@ uint64_t fg_runtime_generation(struct fg_runtime *rt)
 	return rt->generation;
 }
 
+const struct fg_runtime_config *fg_runtime_settings(struct fg_runtime *rt)
+{
+	return &rt->cfg;
+}
+
 const char *fg_runtime_broker_id(struct fg_runtime *rt)
 {
 	return rt->cfg.broker_id;
@@ -463,7 +470,16 @@ const char *fg_runtime_broker_id(struct fg_runtime *rt)
 
 void fg_runtime_audit(struct fg_runtime *rt, const struct fg_audit_event *ev)
 {
+	if (rt->sink != NULL && rt->sink(rt->sink_ctx, ev) == 0)
+		return;
 	fg_audit_push(rt->audit, ev);
+}
+
+void fg_runtime_set_audit_sink(struct fg_runtime *rt, fg_audit_sink_fn fn,
+                               void *ctx)
+{
+	rt->sink = fn;
+	rt->sink_ctx = ctx;
 }
 
 void fg_runtime_seen(struct fg_runtime *rt, const char *device_id)

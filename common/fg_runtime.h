@@ -63,6 +63,10 @@ FG_API const struct fg_registry *fg_runtime_registry(struct fg_runtime *rt);
 FG_API uint64_t fg_runtime_generation(struct fg_runtime *rt);
 
 FG_API const char *fg_runtime_broker_id(struct fg_runtime *rt);
+/* The effective runtime settings (defaults filled in), for plugins that
+ * open database connections of their own. */
+FG_API const struct fg_runtime_config *
+fg_runtime_settings(struct fg_runtime *rt);
 
 /*
  * Identities of connected clients (broker thread only). The auth plugin
@@ -87,5 +91,16 @@ FG_API void fg_runtime_client_offline(struct fg_runtime *rt, const void *client,
 FG_API void fg_runtime_audit(struct fg_runtime *rt,
                              const struct fg_audit_event *ev);
 FG_API void fg_runtime_seen(struct fg_runtime *rt, const char *device_id);
+
+/*
+ * Route audit events through a durable sink (the persist plugin's
+ * journal) instead of the in-memory queue. The sink returns 0 when it
+ * took the event; otherwise the event goes to the in-memory queue, so a
+ * full journal still loses nothing silently. fn NULL: back to the queue.
+ * Broker thread only; the sink is called on the broker thread.
+ */
+typedef int (*fg_audit_sink_fn)(void *ctx, const struct fg_audit_event *ev);
+FG_API void fg_runtime_set_audit_sink(struct fg_runtime *rt,
+                                      fg_audit_sink_fn fn, void *ctx);
 
 #endif

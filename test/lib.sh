@@ -386,6 +386,24 @@ fg_pg_resume() {
 	FG_PG_RUNNING=1
 }
 
+# fg_pg_freeze / fg_pg_thaw: SIGSTOP / SIGCONT every process of the
+# cluster (postmaster and backends): connections stay open, nothing
+# answers, as with a hung server.
+fg__pg_pids() {
+	local pm
+	read -r pm <"$FG_PG_DIR/data/postmaster.pid" || return 1
+	echo "$pm"
+	ps -o pid= --ppid "$pm"
+}
+fg_pg_freeze() {
+	local p
+	for p in $(fg__pg_pids); do kill -STOP "$p" 2>/dev/null || true; done
+}
+fg_pg_thaw() {
+	local p
+	for p in $(fg__pg_pids); do kill -CONT "$p" 2>/dev/null || true; done
+}
+
 # fg_pg_restart: stops and starts the cluster; every session is cut.
 fg_pg_restart() {
 	fg_pg_stop || return 1
@@ -732,9 +750,8 @@ fg_broker_start() {
 	local name=$1
 	shift
 	local conf=$FG_TMP/$name.conf log=$FG_TMP/$name.log
-	local tls plain mosq pid line timeout
-	local -a cmd=()
-	mosq=$(command -v mosquitto) || {
+	local tls plain line
+	command -v mosquitto >/dev/null || {
 		echo "fg_broker_start: mosquitto not found" >&2
 		return 1
 	}
@@ -780,7 +797,33 @@ fg_broker_start() {
 			printf '%s\n' "$line"
 		done
 	} >"$conf"
+	FG_TLS_PORT[$name]=$tls
+	FG_PLAIN_PORT[$name]=$plain
+	fg__broker_launch "$name"
+}
 
+# fg_broker_restart NAME: starts a stopped or killed broker again with the
+# same configuration and ports (clients reconnect to the same address).
+fg_broker_restart() {
+	[[ -f $FG_TMP/$1.conf ]] || return 1
+	fg__broker_launch "$1"
+}
+
+# fg_broker_kill NAME: SIGKILL, as a crash would; the broker cleans up
+# nothing.
+fg_broker_kill() {
+	local name=$1 pid=${FG_BROKER_PID[$1]:-}
+	[[ -n $pid ]] || return 0
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	unset "FG_BROKER_PID[$name]"
+}
+
+fg__broker_launch() {
+	local name=$1 conf=$FG_TMP/$1.conf mosq pid timeout
+	local tls=${FG_TLS_PORT[$1]} plain=${FG_PLAIN_PORT[$1]}
+	local -a cmd=()
+	mosq=$(command -v mosquitto) || return 1
 	# A broker restarted under the same name appends to the same log;
 	# fg_wait_log reads from where this start begins.
 	fg_log_mark "$name"
@@ -811,8 +854,6 @@ fg_broker_start() {
 	fi
 	pid=$!
 	FG_BROKER_PID[$name]=$pid
-	FG_TLS_PORT[$name]=$tls
-	FG_PLAIN_PORT[$name]=$plain
 	printf -v "${name}_PID" '%s' "$pid"
 	printf -v "${name}_TLS_PORT" '%s' "$tls"
 	printf -v "${name}_PLAIN_PORT" '%s' "$plain"

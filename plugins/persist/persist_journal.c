@@ -1,0 +1,1023 @@
+/*
+ * The journal's segment files: encoding, appending, reading back,
+ * recovery at open, checkpoint and deletion. See persist_journal.h.
+ */
+#include "persist_journal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fg_common.h"
+
+#define MAGIC 0x31524746u /* "FGR1" */
+#define HDR_LEN 12u
+#define FIXED_LEN (4u + 8u * 4u + 4u * JF_COUNT)
+#define ABSENT 0xffffffffu
+#define DEFER_FLUSH_BYTES (64u << 10)
+#define RBUF_LEN (JOURNAL_MAX_ENTRY + (256u << 10))
+#define CHECKPOINT_EVERY_MS 1000
+
+struct segment {
+	uint64_t id;   /* sequence number of its first entry */
+	uint64_t size; /* bytes of whole entries */
+	int64_t mtime_ms;
+};
+
+struct journal {
+	struct journal_settings s;
+	int dirfd, lockfd;
+	char id[33];
+
+	pthread_mutex_t lock; /* guards the fields up to wake_gen */
+	pthread_cond_t cond;
+	struct segment *segs;
+	size_t nsegs, capsegs;
+	uint64_t disk_bytes;
+	uint64_t committed;    /* everything <= is stored */
+	uint64_t appended_seq; /* newest entry handed to the kernel */
+	unsigned wake_gen;
+
+	/* broker thread */
+	int wfd;
+	uint64_t wseg;
+	uint64_t next_seq;
+	unsigned char *dbuf, *ebuf;
+	size_t dlen, dcap, ecap;
+	uint64_t dfirst, dlast;
+
+	/* writer thread */
+	int rfd;
+	uint64_t rseg;
+	unsigned char *rbuf;
+	uint64_t rbuf_seg, rbuf_off; /* what rbuf holds */
+	size_t rbuf_len;
+	uint64_t sync_from; /* oldest segment that may hold unsynced data */
+	uint64_t ckpt_seq;
+	int64_t ckpt_at_ms;
+};
+
+/* CRC-32C ----------------------------------------------------------------- */
+
+static uint32_t crc_table[256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+
+static void crc_init(void)
+{
+	for (uint32_t i = 0; i < 256; i++) {
+		uint32_t c = i;
+		for (int k = 0; k < 8; k++)
+			c = (c & 1) ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+		crc_table[i] = c;
+	}
+}
+
+uint32_t journal_crc32c(uint32_t crc, const void *buf, size_t len)
+{
+	const unsigned char *p = buf;
+
+	pthread_once(&crc_once, crc_init);
+	crc = ~crc;
+	while (len--)
+		crc = crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+	return ~crc;
+}
+
+/* Encoding ---------------------------------------------------------------- */
+
+static unsigned char *put32(unsigned char *p, uint32_t v)
+{
+	memcpy(p, &v, 4);
+	return p + 4;
+}
+
+static unsigned char *put64(unsigned char *p, uint64_t v)
+{
+	memcpy(p, &v, 8);
+	return p + 8;
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+	uint32_t v;
+	memcpy(&v, p, 4);
+	return v;
+}
+
+static uint64_t get64(const unsigned char *p)
+{
+	uint64_t v;
+	memcpy(&v, p, 8);
+	return v;
+}
+
+size_t journal_entry_size(const struct journal_record *r)
+{
+	size_t n = HDR_LEN + FIXED_LEN;
+
+	for (int i = 0; i < JF_COUNT; i++)
+		if (r->f[i].p != NULL)
+			n += r->f[i].len;
+	return n;
+}
+
+static void encode(const struct journal_record *r, unsigned char *out,
+                   size_t total)
+{
+	unsigned char *p = out + HDR_LEN;
+	uint32_t body = (uint32_t)(total - HDR_LEN);
+
+	*p++ = r->type;
+	*p++ = r->qos;
+	*p++ = 0;
+	*p++ = 0;
+	p = put64(p, r->seq);
+	p = put64(p, (uint64_t)r->received_ms);
+	p = put64(p, (uint64_t)r->measured_ms);
+	p = put64(p, r->hash);
+	for (int i = 0; i < JF_COUNT; i++)
+		p = put32(p, r->f[i].p != NULL ? r->f[i].len : ABSENT);
+	for (int i = 0; i < JF_COUNT; i++) {
+		if (r->f[i].p != NULL && r->f[i].len > 0) {
+			memcpy(p, r->f[i].p, r->f[i].len);
+			p += r->f[i].len;
+		}
+	}
+	put32(out, MAGIC);
+	put32(out + 4, body);
+	put32(out + 8, journal_crc32c(0, out + HDR_LEN, body));
+}
+
+/* Parse a body already checked against its CRC. Returns 0, or -1 when
+ * its lengths do not add up. */
+static int decode(const unsigned char *body, uint32_t len,
+                  struct journal_record *r)
+{
+	const unsigned char *p = body, *end = body + len;
+	uint64_t used = FIXED_LEN;
+
+	if (len < FIXED_LEN)
+		return -1;
+	r->type = p[0];
+	r->qos = p[1];
+	p += 4;
+	r->seq = get64(p);
+	r->received_ms = (int64_t)get64(p + 8);
+	r->measured_ms = (int64_t)get64(p + 16);
+	r->hash = get64(p + 24);
+	p += 32;
+	for (int i = 0; i < JF_COUNT; i++) {
+		uint32_t n = get32(p + 4 * i);
+		r->f[i].len = n == ABSENT ? 0 : n;
+		r->f[i].p = n == ABSENT ? NULL : "";
+		if (n != ABSENT)
+			used += n;
+	}
+	if (used != len)
+		return -1;
+	p += 4 * JF_COUNT;
+	for (int i = 0; i < JF_COUNT; i++) {
+		if (r->f[i].p != NULL && r->f[i].len > 0) {
+			r->f[i].p = p;
+			p += r->f[i].len;
+		}
+	}
+	return p == end &&
+	               (r->type == JOURNAL_READING || r->type == JOURNAL_AUDIT)
+	           ? 0
+	           : -1;
+}
+
+/* Segments ---------------------------------------------------------------- */
+
+static void seg_name(char *buf, size_t len, uint64_t id)
+{
+	snprintf(buf, len, "%016" PRIx64 ".seg", id);
+}
+
+static int parse_seg_name(const char *name, uint64_t *id)
+{
+	char *end;
+
+	if (strlen(name) != 20 || strcmp(name + 16, ".seg") != 0)
+		return -1;
+	errno = 0;
+	*id = strtoull(name, &end, 16);
+	return errno == 0 && end == name + 16 ? 0 : -1;
+}
+
+static int add_segment(struct journal *j, uint64_t id, uint64_t size,
+                       int64_t mtime_ms)
+{
+	if (j->nsegs == j->capsegs) {
+		size_t cap = j->capsegs ? j->capsegs * 2 : 16;
+		struct segment *n = realloc(j->segs, cap * sizeof(*n));
+		if (n == NULL)
+			return -1;
+		j->segs = n;
+		j->capsegs = cap;
+	}
+	j->segs[j->nsegs].id = id;
+	j->segs[j->nsegs].size = size;
+	j->segs[j->nsegs].mtime_ms = mtime_ms;
+	j->nsegs++;
+	return 0;
+}
+
+static int cmp_seg(const void *a, const void *b)
+{
+	const struct segment *x = a, *y = b;
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int list_segments(struct journal *j, char *err, size_t errlen)
+{
+	int fd = openat(j->dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	struct dirent *e;
+	int rc = 0;
+
+	if (d == NULL) {
+		fg_seterr(err, errlen, "cannot list %s: %s", j->s.dir,
+		          strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	while (rc == 0 && (e = readdir(d)) != NULL) {
+		struct stat st;
+		uint64_t id;
+
+		if (parse_seg_name(e->d_name, &id) != 0)
+			continue;
+		if (fstatat(j->dirfd, e->d_name, &st, 0) != 0) {
+			fg_seterr(err, errlen, "cannot stat %s/%s: %s",
+			          j->s.dir, e->d_name, strerror(errno));
+			rc = -1;
+		} else if (add_segment(j, id, (uint64_t)st.st_size,
+		                       (int64_t)st.st_mtim.tv_sec * 1000) !=
+		           0) {
+			fg_seterr(err, errlen, "out of memory");
+			rc = -1;
+		} else {
+			j->disk_bytes += (uint64_t)st.st_size;
+		}
+	}
+	closedir(d);
+	if (rc == 0 && j->nsegs > 1)
+		qsort(j->segs, j->nsegs, sizeof(*j->segs), cmp_seg);
+	return rc;
+}
+
+/* Lock, id and checkpoint files ------------------------------------------ */
+
+static int take_lock(struct journal *j, char *err, size_t errlen)
+{
+	j->lockfd =
+	    openat(j->dirfd, "LOCK", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (j->lockfd < 0) {
+		fg_seterr(err, errlen, "cannot create %s/LOCK: %s", j->s.dir,
+		          strerror(errno));
+		return -1;
+	}
+	if (flock(j->lockfd, LOCK_EX | LOCK_NB) != 0) {
+		fg_seterr(err, errlen,
+		          "journal %s is in use by another process (%s); "
+		          "each broker needs its own journal_dir",
+		          j->s.dir, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static int read_small(struct journal *j, const char *name, char *buf,
+                      size_t len)
+{
+	int fd = openat(j->dirfd, name, O_RDONLY | O_CLOEXEC);
+	ssize_t n;
+
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -1;
+	n = read(fd, buf, len - 1);
+	close(fd);
+	if (n < 0)
+		return -1;
+	buf[n] = '\0';
+	return 1;
+}
+
+/* Replace name atomically with data (write a temporary, rename it). */
+static int write_small(struct journal *j, const char *name, const char *data,
+                       bool sync)
+{
+	char tmp[64];
+	size_t len = strlen(data);
+	int fd, rc = -1;
+
+	snprintf(tmp, sizeof(tmp), "%s.tmp", name);
+	fd = openat(j->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+	            0600);
+	if (fd < 0)
+		return -1;
+	if (write(fd, data, len) == (ssize_t)len && (!sync || fsync(fd) == 0))
+		rc = 0;
+	close(fd);
+	if (rc == 0)
+		rc = renameat(j->dirfd, tmp, j->dirfd, name);
+	if (rc == 0 && sync)
+		fsync(j->dirfd);
+	return rc;
+}
+
+static int load_id(struct journal *j, char *err, size_t errlen)
+{
+	char buf[64];
+	unsigned char raw[16];
+	int got = read_small(j, "journal-id", buf, sizeof(buf));
+
+	if (got > 0 && strlen(buf) >= 32) {
+		memcpy(j->id, buf, 32);
+		j->id[32] = '\0';
+		return 0;
+	}
+	if (got < 0 || getrandom(raw, sizeof(raw), 0) != sizeof(raw)) {
+		fg_seterr(err, errlen,
+		          "cannot read or create %s/journal-id: %s", j->s.dir,
+		          strerror(errno));
+		return -1;
+	}
+	for (int i = 0; i < 16; i++)
+		snprintf(j->id + 2 * i, 3, "%02x", raw[i]);
+	snprintf(buf, sizeof(buf), "%s\n", j->id);
+	if (write_small(j, "journal-id", buf, true) != 0) {
+		fg_seterr(err, errlen, "cannot write %s/journal-id: %s",
+		          j->s.dir, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+static void load_checkpoint(struct journal *j)
+{
+	char buf[128];
+	unsigned long long v;
+
+	if (read_small(j, "checkpoint", buf, sizeof(buf)) > 0 &&
+	    sscanf(buf, "committed %llu", &v) == 1)
+		j->committed = j->ckpt_seq = (uint64_t)v;
+}
+
+static int save_checkpoint(struct journal *j, uint64_t seq)
+{
+	char buf[64];
+
+	snprintf(buf, sizeof(buf), "committed %" PRIu64 "\n", seq);
+	if (write_small(j, "checkpoint", buf,
+	                j->s.sync != JOURNAL_SYNC_NEVER) != 0)
+		return -1;
+	j->ckpt_seq = seq;
+	j->ckpt_at_ms = fg_time_ms();
+	return 0;
+}
+
+/* Reading ----------------------------------------------------------------- */
+
+static int reader_open(struct journal *j, uint64_t seg)
+{
+	char name[32];
+
+	if (j->rfd >= 0 && j->rseg == seg)
+		return 0;
+	if (j->rfd >= 0)
+		close(j->rfd);
+	seg_name(name, sizeof(name), seg);
+	j->rfd = openat(j->dirfd, name, O_RDONLY | O_CLOEXEC);
+	j->rseg = seg;
+	j->rbuf_len = 0;
+	return j->rfd >= 0 ? 0 : -1;
+}
+
+/* Make rbuf hold [off, off + need) of the open segment, which has avail
+ * bytes. Returns a pointer to off, or NULL when those bytes do not exist
+ * or cannot be read. */
+static const unsigned char *reader_at(struct journal *j, uint64_t off,
+                                      size_t need, uint64_t avail)
+{
+	size_t want;
+	ssize_t n;
+
+	if (need > RBUF_LEN || off + need > avail)
+		return NULL;
+	if (j->rbuf_len > 0 && j->rbuf_seg == j->rseg && off >= j->rbuf_off &&
+	    off + need <= j->rbuf_off + j->rbuf_len)
+		return j->rbuf + (off - j->rbuf_off);
+	want = (size_t)(avail - off < RBUF_LEN ? avail - off : RBUF_LEN);
+	n = pread(j->rfd, j->rbuf, want, (off_t)off);
+	if (n < (ssize_t)need) {
+		j->rbuf_len = 0;
+		return NULL;
+	}
+	j->rbuf_seg = j->rseg;
+	j->rbuf_off = off;
+	j->rbuf_len = (size_t)n;
+	return j->rbuf;
+}
+
+/* Is there an intact entry at off? Fills r and *len (the whole entry). */
+static bool entry_at(struct journal *j, uint64_t off, uint64_t avail,
+                     struct journal_record *r, uint64_t *len)
+{
+	const unsigned char *h = reader_at(j, off, HDR_LEN, avail);
+	uint32_t body;
+
+	if (h == NULL || get32(h) != MAGIC)
+		return false;
+	body = get32(h + 4);
+	if (body < FIXED_LEN || body > JOURNAL_MAX_ENTRY)
+		return false;
+	h = reader_at(j, off, HDR_LEN + body, avail);
+	if (h == NULL || journal_crc32c(0, h + HDR_LEN, body) != get32(h + 8))
+		return false;
+	if (decode(h + HDR_LEN, body, r) != 0)
+		return false;
+	*len = HDR_LEN + body;
+	return true;
+}
+
+static ssize_t find_segment(const struct journal *j, uint64_t id)
+{
+	for (size_t i = 0; i < j->nsegs; i++)
+		if (j->segs[i].id == id)
+			return (ssize_t)i;
+	return -1;
+}
+
+void journal_cursor_init(struct journal *j, struct journal_cursor *c)
+{
+	pthread_mutex_lock(&j->lock);
+	c->segment = j->nsegs > 0 ? j->segs[0].id : 0;
+	pthread_mutex_unlock(&j->lock);
+	c->offset = 0;
+	c->skipped_bytes = 0;
+}
+
+int journal_next(struct journal *j, struct journal_cursor *c,
+                 struct journal_record *r, char *err, size_t errlen)
+{
+	for (;;) {
+		uint64_t avail, len, next = 0;
+		bool has_next;
+		ssize_t i;
+
+		pthread_mutex_lock(&j->lock);
+		i = find_segment(j, c->segment);
+		if (i < 0 && j->nsegs > 0 && c->segment < j->segs[0].id) {
+			/* Deleted under us (already stored): start at the
+			 * oldest segment left. */
+			i = 0;
+			c->segment = j->segs[0].id;
+			c->offset = 0;
+		}
+		avail = i >= 0 ? j->segs[i].size : 0;
+		has_next = i >= 0 && (size_t)i + 1 < j->nsegs;
+		if (has_next)
+			next = j->segs[i + 1].id;
+		pthread_mutex_unlock(&j->lock);
+
+		if (i < 0)
+			return 0;
+		if (c->offset >= avail) {
+			if (!has_next)
+				return 0;
+			c->segment = next;
+			c->offset = 0;
+			continue;
+		}
+		if (reader_open(j, c->segment) != 0) {
+			fg_seterr(err, errlen,
+			          "cannot open segment %016" PRIx64
+			          " in %s: %s",
+			          c->segment, j->s.dir, strerror(errno));
+			return -1;
+		}
+		if (entry_at(j, c->offset, avail, r, &len)) {
+			c->offset += len;
+			return 1;
+		}
+		/* Damaged: look for the next intact entry in this segment. */
+		uint64_t off = c->offset + 1;
+		while (off + HDR_LEN <= avail &&
+		       !entry_at(j, off, avail, r, &len))
+			off++;
+		c->skipped_bytes +=
+		    (off + HDR_LEN <= avail ? off : avail) - c->offset;
+		if (off + HDR_LEN > avail) {
+			c->offset = avail;
+			continue;
+		}
+		c->offset = off + len;
+		return 1;
+	}
+}
+
+/* Open-time recovery ------------------------------------------------------ */
+
+/* Scan the newest segment: find its last intact entry, cut anything torn
+ * after it, and feed recent entries to scan. Returns 0 or -1. */
+static int recover(struct journal *j, int64_t window_ms, journal_scan_fn scan,
+                   void *ctx, char *err, size_t errlen)
+{
+	int64_t now = fg_time_ms();
+	size_t first = 0;
+	uint64_t max_seq = 0;
+
+	while (first < j->nsegs &&
+	       j->segs[first].mtime_ms < now - window_ms - 1000)
+		first++;
+	if (first == j->nsegs && j->nsegs > 0)
+		first = j->nsegs - 1;
+	for (size_t i = first; i < j->nsegs; i++) {
+		struct journal_cursor c = {j->segs[i].id, 0, 0};
+		struct journal_record r;
+		uint64_t good_end = 0, len;
+		bool last = i + 1 == j->nsegs;
+
+		if (reader_open(j, c.segment) != 0) {
+			fg_seterr(err, errlen,
+			          "cannot open segment %016" PRIx64 ": %s",
+			          c.segment, strerror(errno));
+			return -1;
+		}
+		while (c.offset < j->segs[i].size) {
+			if (entry_at(j, c.offset, j->segs[i].size, &r, &len)) {
+				c.offset += len;
+				good_end = c.offset;
+			} else {
+				c.offset++; /* resync byte by byte */
+				continue;
+			}
+			if (r.seq > max_seq)
+				max_seq = r.seq;
+			if (scan != NULL && r.received_ms >= now - window_ms)
+				scan(ctx, &r);
+		}
+		if (last && good_end < j->segs[i].size) {
+			char name[32];
+			int fd;
+
+			seg_name(name, sizeof(name), j->segs[i].id);
+			fd = openat(j->dirfd, name, O_WRONLY | O_CLOEXEC);
+			if (fd < 0 || ftruncate(fd, (off_t)good_end) != 0) {
+				fg_seterr(err, errlen,
+				          "cannot cut torn tail "
+				          "of %s: %s",
+				          name, strerror(errno));
+				if (fd >= 0)
+					close(fd);
+				return -1;
+			}
+			close(fd);
+			j->disk_bytes -= j->segs[i].size - good_end;
+			j->segs[i].size = good_end;
+		}
+	}
+	if (j->nsegs > 0 && j->segs[j->nsegs - 1].id > max_seq + 1)
+		max_seq = j->segs[j->nsegs - 1].id - 1;
+	j->next_seq = max_seq + 1;
+	if (j->committed + 1 > j->next_seq)
+		j->next_seq = j->committed + 1;
+	return 0;
+}
+
+/* Drop the segments whose every entry is at or below seq, never the
+ * newest (the broker appends to it, and it holds the highest sequence
+ * number). Caller holds the lock. */
+static int delete_committed(struct journal *j, uint64_t seq)
+{
+	size_t n = 0;
+	int rc = 0;
+
+	while (n + 1 < j->nsegs && j->segs[n + 1].id - 1 <= seq) {
+		char name[32];
+
+		seg_name(name, sizeof(name), j->segs[n].id);
+		if (unlinkat(j->dirfd, name, 0) != 0 && errno != ENOENT) {
+			rc = -1;
+			break;
+		}
+		j->disk_bytes -= j->segs[n].size;
+		n++;
+	}
+	if (n > 0) {
+		memmove(j->segs, j->segs + n,
+		        (j->nsegs - n) * sizeof(*j->segs));
+		j->nsegs -= n;
+	}
+	return rc;
+}
+
+struct journal *journal_open(const struct journal_settings *s,
+                             int64_t scan_window_ms, journal_scan_fn scan,
+                             void *ctx, char *err, size_t errlen)
+{
+	struct journal *j = calloc(1, sizeof(*j));
+
+	if (j == NULL) {
+		fg_seterr(err, errlen, "out of memory");
+		return NULL;
+	}
+	j->s = *s;
+	j->dirfd = j->lockfd = j->wfd = j->rfd = -1;
+	pthread_mutex_init(&j->lock, NULL);
+	pthread_cond_init(&j->cond, NULL);
+	j->rbuf = malloc(RBUF_LEN);
+	if (j->rbuf == NULL) {
+		fg_seterr(err, errlen, "out of memory");
+		goto fail;
+	}
+	if (mkdir(s->dir, 0700) != 0 && errno != EEXIST) {
+		fg_seterr(err, errlen, "cannot create journal_dir %s: %s",
+		          s->dir, strerror(errno));
+		goto fail;
+	}
+	j->dirfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (j->dirfd < 0) {
+		fg_seterr(err, errlen, "cannot open journal_dir %s: %s", s->dir,
+		          strerror(errno));
+		goto fail;
+	}
+	if (take_lock(j, err, errlen) != 0 || load_id(j, err, errlen) != 0 ||
+	    list_segments(j, err, errlen) != 0)
+		goto fail;
+	load_checkpoint(j);
+	if (j->nsegs == 0 && j->committed == 0) {
+		/* A new journal starts its numbers at the clock (in
+		 * microseconds), so that a broker whose journal was lost
+		 * never reuses the numbers its old journal gave. */
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		j->committed = (uint64_t)ts.tv_sec * 1000000u +
+		               (uint64_t)ts.tv_nsec / 1000u;
+		if (save_checkpoint(j, j->committed) != 0) {
+			fg_seterr(err, errlen, "cannot write %s/checkpoint: %s",
+			          s->dir, strerror(errno));
+			goto fail;
+		}
+	}
+	delete_committed(j, j->committed);
+	if (recover(j, scan_window_ms, scan, ctx, err, errlen) != 0)
+		goto fail;
+	j->appended_seq = j->next_seq - 1;
+	j->sync_from = j->nsegs > 0 ? j->segs[0].id : 0;
+	return j;
+fail:
+	journal_close(j);
+	return NULL;
+}
+
+void journal_close(struct journal *j)
+{
+	char err[128];
+
+	if (j == NULL)
+		return;
+	if (j->wfd >= 0 && j->dlen > 0)
+		journal_flush(j, err, sizeof(err));
+	if (j->wfd >= 0) {
+		if (j->s.sync != JOURNAL_SYNC_NEVER)
+			fdatasync(j->wfd);
+		close(j->wfd);
+	}
+	if (j->rfd >= 0)
+		close(j->rfd);
+	if (j->lockfd >= 0)
+		close(j->lockfd);
+	if (j->dirfd >= 0)
+		close(j->dirfd);
+	pthread_mutex_destroy(&j->lock);
+	pthread_cond_destroy(&j->cond);
+	free(j->segs);
+	free(j->dbuf);
+	free(j->ebuf);
+	free(j->rbuf);
+	free(j);
+}
+
+const char *journal_id(const struct journal *j)
+{
+	return j->id;
+}
+
+/* Appending --------------------------------------------------------------- */
+
+static int open_segment(struct journal *j, uint64_t id, char *err,
+                        size_t errlen)
+{
+	char name[32];
+	int fd;
+
+	seg_name(name, sizeof(name), id);
+	fd = openat(j->dirfd, name, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
+	            0600);
+	if (fd < 0) {
+		fg_seterr(err, errlen, "cannot create %s/%s: %s", j->s.dir,
+		          name, strerror(errno));
+		return -1;
+	}
+	if (j->s.sync != JOURNAL_SYNC_NEVER)
+		fsync(j->dirfd);
+	pthread_mutex_lock(&j->lock);
+	if (j->nsegs == 0 || j->segs[j->nsegs - 1].id != id) {
+		if (add_segment(j, id, 0, fg_time_ms()) != 0) {
+			pthread_mutex_unlock(&j->lock);
+			close(fd);
+			fg_seterr(err, errlen, "out of memory");
+			return -1;
+		}
+	}
+	pthread_mutex_unlock(&j->lock);
+	if (j->wfd >= 0)
+		close(j->wfd);
+	j->wfd = fd;
+	j->wseg = id;
+	return 0;
+}
+
+static uint64_t current_size(struct journal *j)
+{
+	uint64_t size;
+
+	pthread_mutex_lock(&j->lock);
+	size = j->nsegs > 0 && j->segs[j->nsegs - 1].id == j->wseg
+	           ? j->segs[j->nsegs - 1].size
+	           : 0;
+	pthread_mutex_unlock(&j->lock);
+	return size;
+}
+
+/* Write iov (total bytes, entries first..last) to the current segment,
+ * rotating first when it is full. A short write is cut back so that the
+ * segment never holds half an entry that later entries follow. */
+static int write_out(struct journal *j, struct iovec *iov, int n, size_t total,
+                     uint64_t first, uint64_t last, char *err, size_t errlen)
+{
+	uint64_t size = j->wfd >= 0 ? current_size(j) : 0;
+	size_t done = 0;
+
+	if (j->wfd < 0 || (size > 0 && size + total > j->s.segment_bytes)) {
+		if (j->wfd >= 0 && j->s.sync == JOURNAL_SYNC_ALWAYS)
+			fdatasync(j->wfd);
+		if (open_segment(j, first, err, errlen) != 0)
+			return -1;
+		size = 0;
+	}
+	while (done < total) {
+		ssize_t w = writev(j->wfd, iov, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			int e = w < 0 ? errno : EIO;
+			if (done > 0 && ftruncate(j->wfd, (off_t)size) != 0)
+				e = errno;
+			fg_seterr(err, errlen, "journal write failed in %s: %s",
+			          j->s.dir, strerror(e));
+			return -1;
+		}
+		done += (size_t)w;
+		/* Move iov past what was written. */
+		while (n > 0 && (size_t)w >= iov->iov_len) {
+			w -= (ssize_t)iov->iov_len;
+			iov++;
+			n--;
+		}
+		if (n > 0) {
+			iov->iov_base = (char *)iov->iov_base + w;
+			iov->iov_len -= (size_t)w;
+		}
+	}
+	if (j->s.sync == JOURNAL_SYNC_ALWAYS && fdatasync(j->wfd) != 0) {
+		fg_seterr(err, errlen, "journal fdatasync failed in %s: %s",
+		          j->s.dir, strerror(errno));
+		return -1;
+	}
+	pthread_mutex_lock(&j->lock);
+	j->segs[j->nsegs - 1].size += total;
+	j->disk_bytes += total;
+	if (last > j->appended_seq)
+		j->appended_seq = last;
+	(void)first;
+	j->wake_gen++;
+	pthread_cond_signal(&j->cond);
+	pthread_mutex_unlock(&j->lock);
+	return 0;
+}
+
+static int reserve(unsigned char **buf, size_t *cap, size_t need)
+{
+	if (need <= *cap)
+		return 0;
+	size_t n = *cap ? *cap : 4096;
+	while (n < need)
+		n *= 2;
+	unsigned char *p = realloc(*buf, n);
+	if (p == NULL)
+		return -1;
+	*buf = p;
+	*cap = n;
+	return 0;
+}
+
+static bool room_for(struct journal *j, size_t bytes)
+{
+	bool ok;
+
+	pthread_mutex_lock(&j->lock);
+	ok = j->disk_bytes + j->dlen + bytes <= j->s.budget_bytes;
+	pthread_mutex_unlock(&j->lock);
+	return ok;
+}
+
+bool journal_has_room(struct journal *j, size_t payload_len)
+{
+	return room_for(j, HDR_LEN + FIXED_LEN + payload_len + 1024);
+}
+
+int journal_flush(struct journal *j, char *err, size_t errlen)
+{
+	struct iovec iov;
+	int rc;
+
+	if (j->dlen == 0)
+		return 0;
+	iov.iov_base = j->dbuf;
+	iov.iov_len = j->dlen;
+	rc = write_out(j, &iov, 1, j->dlen, j->dfirst, j->dlast, err, errlen);
+	j->dlen = 0;
+	return rc;
+}
+
+int journal_append(struct journal *j, struct journal_record *r, bool defer,
+                   char *err, size_t errlen)
+{
+	size_t size = journal_entry_size(r);
+	struct iovec iov[2];
+	int n = 0, rc;
+
+	if (size - HDR_LEN > JOURNAL_MAX_ENTRY) {
+		fg_seterr(err, errlen,
+		          "entry of %zu bytes is over the journal's "
+		          "limit",
+		          size);
+		return -1;
+	}
+	if (!room_for(j, size))
+		return JOURNAL_FULL;
+	r->seq = j->next_seq++;
+	if (defer) {
+		if (reserve(&j->dbuf, &j->dcap, j->dlen + size) != 0) {
+			fg_seterr(err, errlen, "out of memory");
+			return -1;
+		}
+		encode(r, j->dbuf + j->dlen, size);
+		if (j->dlen == 0)
+			j->dfirst = r->seq;
+		j->dlast = r->seq;
+		j->dlen += size;
+		if (j->dlen >= DEFER_FLUSH_BYTES)
+			return journal_flush(j, err, errlen);
+		return 0;
+	}
+	if (reserve(&j->ebuf, &j->ecap, size) != 0) {
+		fg_seterr(err, errlen, "out of memory");
+		return -1;
+	}
+	encode(r, j->ebuf, size);
+	if (j->dlen > 0) {
+		iov[n].iov_base = j->dbuf;
+		iov[n++].iov_len = j->dlen;
+	}
+	iov[n].iov_base = j->ebuf;
+	iov[n++].iov_len = size;
+	rc = write_out(j, iov, n, j->dlen + size, j->dlen ? j->dfirst : r->seq,
+	               r->seq, err, errlen);
+	j->dlen = 0;
+	return rc;
+}
+
+/* Writer side ------------------------------------------------------------- */
+
+void journal_wait(struct journal *j, int timeout_ms)
+{
+	struct timespec ts;
+	unsigned gen;
+
+	fg_timespec_in(&ts, CLOCK_REALTIME, timeout_ms);
+	pthread_mutex_lock(&j->lock);
+	gen = j->wake_gen;
+	while (gen == j->wake_gen)
+		if (pthread_cond_timedwait(&j->cond, &j->lock, &ts) != 0)
+			break;
+	pthread_mutex_unlock(&j->lock);
+}
+
+void journal_wake(struct journal *j)
+{
+	pthread_mutex_lock(&j->lock);
+	j->wake_gen++;
+	pthread_cond_broadcast(&j->cond);
+	pthread_mutex_unlock(&j->lock);
+}
+
+int journal_sync(struct journal *j, char *err, size_t errlen)
+{
+	uint64_t ids[64];
+	size_t n = 0;
+
+	pthread_mutex_lock(&j->lock);
+	for (size_t i = 0; i < j->nsegs && n < 64; i++)
+		if (j->segs[i].id >= j->sync_from)
+			ids[n++] = j->segs[i].id;
+	pthread_mutex_unlock(&j->lock);
+	for (size_t i = 0; i < n; i++) {
+		char name[32];
+		int fd;
+
+		seg_name(name, sizeof(name), ids[i]);
+		fd = openat(j->dirfd, name, O_RDONLY | O_CLOEXEC);
+		if (fd < 0 && errno == ENOENT)
+			continue;
+		if (fd < 0 || fdatasync(fd) != 0) {
+			fg_seterr(err, errlen, "cannot sync %s/%s: %s",
+			          j->s.dir, name, strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			return -1;
+		}
+		close(fd);
+	}
+	if (n > 0)
+		j->sync_from = ids[n - 1];
+	return 0;
+}
+
+int journal_committed(struct journal *j, uint64_t seq, char *err, size_t errlen)
+{
+	size_t before;
+	int rc;
+
+	pthread_mutex_lock(&j->lock);
+	if (seq > j->committed)
+		j->committed = seq;
+	before = j->nsegs;
+	rc = delete_committed(j, j->committed);
+	seq = j->committed;
+	bool deleted = j->nsegs != before;
+	pthread_mutex_unlock(&j->lock);
+	if (rc != 0) {
+		fg_seterr(err, errlen,
+		          "cannot delete a stored segment in %s: %s", j->s.dir,
+		          strerror(errno));
+		return -1;
+	}
+	/* The database is the authority on what is stored; the checkpoint
+	 * only spares a restart the work of skipping stored entries, so it
+	 * is written when segments go and otherwise once a second. */
+	if (seq != j->ckpt_seq &&
+	    (deleted || fg_time_ms() - j->ckpt_at_ms >= CHECKPOINT_EVERY_MS) &&
+	    save_checkpoint(j, seq) != 0) {
+		fg_seterr(err, errlen, "cannot write %s/checkpoint: %s",
+		          j->s.dir, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+uint64_t journal_checkpoint(const struct journal *j)
+{
+	return j->ckpt_seq;
+}
+
+void journal_stats(struct journal *j, struct journal_stats *out)
+{
+	pthread_mutex_lock(&j->lock);
+	out->next_seq = j->next_seq;
+	out->committed_seq = j->committed;
+	out->disk_bytes = j->disk_bytes + j->dlen;
+	out->budget_bytes = j->s.budget_bytes;
+	out->pending_entries =
+	    j->next_seq - 1 > j->committed ? j->next_seq - 1 - j->committed : 0;
+	out->segments = j->nsegs;
+	pthread_mutex_unlock(&j->lock);
+}
