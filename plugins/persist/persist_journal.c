@@ -972,7 +972,8 @@ int journal_sync(struct journal *j, char *err, size_t errlen)
 	return 0;
 }
 
-int journal_committed(struct journal *j, uint64_t seq, char *err, size_t errlen)
+int journal_committed(struct journal *j, uint64_t seq, bool force, char *err,
+                      size_t errlen)
 {
 	size_t before;
 	int rc;
@@ -995,7 +996,8 @@ int journal_committed(struct journal *j, uint64_t seq, char *err, size_t errlen)
 	 * only spares a restart the work of skipping stored entries, so it
 	 * is written when segments go and otherwise once a second. */
 	if (seq != j->ckpt_seq &&
-	    (deleted || fg_time_ms() - j->ckpt_at_ms >= CHECKPOINT_EVERY_MS) &&
+	    (force || deleted ||
+	     fg_time_ms() - j->ckpt_at_ms >= CHECKPOINT_EVERY_MS) &&
 	    save_checkpoint(j, seq) != 0) {
 		fg_seterr(err, errlen, "cannot write %s/checkpoint: %s",
 		          j->s.dir, strerror(errno));

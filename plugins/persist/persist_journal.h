@@ -136,8 +136,10 @@ void journal_wake(struct journal *j);
 int journal_sync(struct journal *j, char *err, size_t errlen);
 
 /* Everything up to seq is stored: record it and delete the segments that
- * hold nothing newer. Returns 0, or -1 with err set. */
-int journal_committed(struct journal *j, uint64_t seq, char *err,
+ * hold nothing newer. The checkpoint file is rewritten when segments go,
+ * at most once a second otherwise, and always with force. Returns 0, or
+ * -1 with err set. */
+int journal_committed(struct journal *j, uint64_t seq, bool force, char *err,
                       size_t errlen);
 /* The committed sequence number recorded in the checkpoint. */
 uint64_t journal_checkpoint(const struct journal *j);

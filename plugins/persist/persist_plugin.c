@@ -118,6 +118,13 @@ static void note_invalid(struct persist_plugin *p, const char *client_id,
 	char cid[130], t[130];
 
 	p->invalid_total++;
+	mosquitto_log_printf(
+	    MOSQ_LOG_DEBUG,
+	    PERSIST_LOG " invalid reading %s: client_id=%s "
+	                "topic=%s reason=\"%s\"",
+	    p->cfg.invalid == PERSIST_INVALID_DROP ? "dropped" : "passed",
+	    fg_sanitize(client_id ? client_id : "-", cid, sizeof(cid)),
+	    fg_sanitize(topic, t, sizeof(t)), reason);
 	if (s->hash == h && now - s->last_ms < INVALID_EVERY_MS) {
 		s->suppressed++;
 		return;

@@ -695,7 +695,7 @@ static void committed(struct writer *w, const struct batch *b)
 
 	w->cur = b->end;
 	w->stored_upto = b->last_seq;
-	if (journal_committed(w->j, b->last_seq, err, sizeof(err)) != 0)
+	if (journal_committed(w->j, b->last_seq, false, err, sizeof(err)) != 0)
 		fg_log(MOSQ_LOG_ERR, LOG_PREFIX " %s", err);
 	pthread_mutex_lock(&w->lock);
 	w->stats.readings += b->readings;
@@ -756,6 +756,10 @@ static void *writer_main(void *arg)
 		}
 	}
 	disconnect(w);
+	/* A clean stop leaves an exact checkpoint behind. */
+	if (journal_committed(w->j, w->stored_upto, true, err, sizeof(err)) !=
+	    0)
+		fg_log(MOSQ_LOG_ERR, LOG_PREFIX " %s", err);
 	pthread_mutex_lock(&w->lock);
 	w->done = true;
 	pthread_cond_broadcast(&w->cond);
