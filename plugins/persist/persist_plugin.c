@@ -314,12 +314,12 @@ static int audit_sink(void *ctx, const struct fg_audit_event *ev)
 	return rc == 0 ? 0 : -1;
 }
 
-static void log_stats(struct persist_plugin *p, int64_t now)
+static void log_stats(struct persist_plugin *p, int64_t now, bool force)
 {
 	struct journal_stats js;
 	struct writer_stats ws;
 
-	if (now - p->stats_at_ms < 60000)
+	if (!force && now - p->stats_at_ms < 60000)
 		return;
 	p->stats_at_ms = now;
 	journal_stats(p->journal, &js);
@@ -354,7 +354,7 @@ static int on_tick(int event, void *event_data, void *userdata)
 		mosquitto_log_printf(MOSQ_LOG_ERR, PERSIST_LOG " %s", err);
 	if (p->resend != NULL)
 		resend_purge(p->resend, now);
-	log_stats(p, now);
+	log_stats(p, now, false);
 	return MOSQ_ERR_SUCCESS;
 }
 
@@ -474,6 +474,8 @@ static void plugin_free(struct persist_plugin *p)
 	fg_plugin_unregister(p->id, callbacks, NCALLBACKS);
 	if (p->rt != NULL)
 		fg_runtime_set_audit_sink(p->rt, NULL, NULL);
+	if (p->journal != NULL && p->writer != NULL)
+		log_stats(p, fg_time_ms(), true);
 	if (writer_stop(p->writer) == 0)
 		journal_close(p->journal);
 	resend_free(p->resend);
@@ -498,7 +500,7 @@ static void set_defaults(struct persist_config *c)
 	c->max_past_s = 7 * 86400;
 	c->batch_rows = 5000;
 	c->flush_ms = 50;
-	c->resend_window_s = 600;
+	c->resend_window_s = 30;
 	c->audit = true;
 }
 

@@ -25,6 +25,7 @@ struct client {
 	char *id;
 	const void *conn; /* current connection, NULL when none */
 	uint32_t conn_no; /* changes with every connection */
+	uint32_t in_conn; /* messages seen on the current connection */
 	unsigned head;
 	int64_t last_ms;
 	struct seen ring[RING];
@@ -103,6 +104,7 @@ static struct client *client_for(struct client *c, const void *conn)
 	if (c != NULL && conn != NULL && c->conn != conn) {
 		c->conn = conn;
 		c->conn_no++;
+		c->in_conn = 0;
 	}
 	return c;
 }
@@ -116,6 +118,10 @@ bool resend_seen(struct resend *rs, const char *client_id, const void *conn,
 		return false;
 	c = client_for(*find(rs, client_id, strlen(client_id)), conn);
 	if (c == NULL)
+		return false;
+	/* A client resends what was unacknowledged first thing after
+	 * reconnecting; later messages of the connection are new. */
+	if (c->in_conn++ >= RING)
 		return false;
 	for (unsigned i = 0; i < RING; i++) {
 		const struct seen *s = &c->ring[i];

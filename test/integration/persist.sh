@@ -217,4 +217,199 @@ ok 'fg_wait_log p2 "invalid reading passed: client_id=dev-e .*reason=\"not JSON\
 is "$(rows "broker_id = 'p2'")" 0 "... and is not stored"
 fg_broker_stop p2
 
+# --- Resends ----------------------------------------------------------------------
+# The broker shows plugins no DUP flag: a copy is taken as a resend when a
+# reconnected client repeats, among its first messages, a topic and payload
+# it sent on an earlier connection within resend_window_s.
+start_persist p3 "plugin_opt_resend_window_s 3" || fg_bail "broker p3 did not start"
+fg_wait_registry p3 || true
+printf '%s\n' '{"same":1}' '{"same":1}' |
+	pub p3 dev-d water/m2/dev-d/readings 1 -l
+ok 'wait_rows 5 "payload ? '\''same'\''" 2' \
+	"two identical readings on one connection are both stored"
+pub p3 dev-d water/m2/dev-d/readings 1 -m '{"same":1}'
+pub p3 dev-d water/m2/dev-d/readings 1 -m '{"other":1}'
+ok 'wait_rows 5 "payload ? '\''other'\''" 1' "a different reading is stored"
+is "$(rows "payload ? 'same'")" 2 \
+	"the same reading repeated first thing on a new connection within the window is taken as a resend"
+sleep 3.5
+pub p3 dev-d water/m2/dev-d/readings 1 -m '{"same":1}'
+ok 'wait_rows 5 "payload ? '\''same'\''" 3' \
+	"after the window the same payload is a new reading"
+fg_broker_stop p3
+
+# --- The loss oracle ------------------------------------------------------------
+# Devices publish numbered QoS 1 readings with fg_oracle, which records
+# every number the broker acknowledged; after each scenario every
+# acknowledged number must be stored exactly once.
+for i in $(seq 1 12); do
+	fg_device_cert "o$i"
+	fg_register_device "o$i" m1 "$FG_CERTS/o$i.crt"
+done
+declare -A ORACLE_PID=()
+
+# oracle_bg DEVICE BROKER LAST [fg_oracle args...]: DEVICE publishes
+# 1..LAST in the background; acknowledged numbers go to $FG_TMP/DEVICE.acked.
+oracle_bg() {
+	local dev=$1 broker=$2 last=$3
+	shift 3
+	"$ORACLE" --host 127.0.0.1 --port "${FG_TLS_PORT[$broker]}" \
+		--cafile "$FG_CERTS/ca.crt" --cert "$FG_CERTS/$dev.crt" \
+		--key "$FG_CERTS/$dev.key" --id "$dev" --keepalive 5 \
+		--topic "water/m1/$dev/readings" --last "$last" --deadline 120 \
+		-o "$FG_TMP/$dev.acked" "$@" >"$FG_TMP/$dev.oracle" 2>&1 &
+	ORACLE_PID[$dev]=$!
+	fg_track $!
+}
+
+# oracle_done DEVICE DESC: waits for the publisher (in this shell: a
+# test condition runs in a subshell, which cannot wait for it) and passes
+# when it got every number acknowledged.
+oracle_done() {
+	local rc=0
+	wait "${ORACLE_PID[$1]}" || rc=$?
+	fg_diag "$1: $(tail -n 1 "$FG_TMP/$1.oracle")"
+	if ((rc == 0)); then
+		pass "$2"
+	else
+		fail "$2" "fg_oracle exit status $rc"
+	fi
+}
+
+acked_count() { grep -c . "$FG_TMP/$1.acked" 2>/dev/null || echo 0; }
+stored_at_least() {
+	(($(rows "device_id = '$1'") >= $(acked_count "$1")))
+}
+
+# oracle_check DEVICE SCENARIO: waits until the rows have caught up, then
+# compares them with the acknowledged numbers, exactly once each.
+oracle_check() {
+	local dev=$1 what=$2 line
+	fg_wait_until 60 stored_at_least "$dev" || true
+	fg_psql_super "select payload->>'n' from fleetgate.readings
+		where device_id = '$dev'" >"$FG_TMP/$dev.stored"
+	if line=$(bash "$CHECK" "$FG_TMP/$dev.acked" "$FG_TMP/$dev.stored" \
+		2>"$FG_TMP/$dev.check"); then
+		pass "$what: every acknowledged reading is stored exactly once ($line)"
+	else
+		fail "$what: every acknowledged reading is stored exactly once" \
+			"$line" "$(cat "$FG_TMP/$dev.check")"
+	fi
+}
+
+acked_now() { acked_count "$1"; }
+
+start_persist L1 || fg_bail "broker L1 did not start"
+fg_wait_registry L1 || true
+
+# Steady load: three devices at once, as fast as the broker acknowledges.
+for d in o1 o2 o3; do oracle_bg "$d" L1 3000; done
+for d in o1 o2 o3; do
+	oracle_done "$d" "steady load: $d had all 3000 readings acknowledged"
+done
+for d in o1 o2 o3; do oracle_check "$d" "steady load, $d"; done
+
+# PostgreSQL stopped and started three times while two devices publish.
+oracle_bg o4 L1 6000 --rate 800
+oracle_bg o5 L1 6000 --rate 800
+for i in 1 2 3; do
+	sleep 1
+	fg_pg_stop || fail "PostgreSQL stop $i"
+	sleep 1
+	fg_pg_resume || fg_bail "PostgreSQL did not start again"
+done
+oracle_done o4 "PostgreSQL restarted three times: readings kept being acknowledged"
+oracle_done o5 "PostgreSQL restarted three times: o5 too"
+oracle_check o4 "PostgreSQL restarted three times, o4"
+oracle_check o5 "PostgreSQL restarted three times, o5"
+ok 'fg_log_has L1 "fleetgate-persist: database unreachable, readings wait in the journal"' \
+	"the outage is logged"
+ok 'fg_log_has L1 "fleetgate-persist: database reachable again, sending the journal from seq="' \
+	"and so is the return"
+
+# PostgreSQL frozen for 10 s: the broker keeps acknowledging.
+oracle_bg o6 L1 6000 --rate 400
+sleep 1
+fg_pg_freeze
+sleep 1
+frozen_from=$(acked_now o6)
+t0=$(fg_now_ms)
+pub L1 o7 water/m1/o7/readings 1 -m '{"while":"frozen"}'
+t1=$(fg_now_ms)
+is "$FG_RC" 0 "PostgreSQL frozen: another device's QoS 1 reading is acknowledged"
+fg_diag "acknowledged in $((t1 - t0)) ms (connect, TLS, publish) while PostgreSQL is frozen"
+sleep 7
+frozen_to=$(acked_now o6)
+fg_pg_thaw
+fg_diag "o6 acknowledged $((frozen_to - frozen_from)) readings in the 7 s the database was frozen"
+ok '((frozen_to - frozen_from > 1000))' \
+	"PostgreSQL frozen: the broker kept acknowledging readings"
+oracle_done o6 "PostgreSQL frozen: all readings acknowledged"
+oracle_check o6 "PostgreSQL frozen for 10 s"
+ok 'wait_rows 30 "payload ? '\''while'\''" 1' "the reading sent during the freeze is stored after it"
+
+# The broker killed with SIGKILL during load, and started again.
+oracle_bg o8 L1 8000 --rate 2000
+sleep 1.5
+fg_broker_kill L1
+sleep 0.5
+fg_broker_restart L1 || fg_bail "broker L1 did not start after SIGKILL"
+oracle_done o8 "broker SIGKILLed: the publisher got every reading acknowledged"
+oracle_check o8 "broker SIGKILLed during load"
+ok 'fg_log_has L1 "fleetgate-persist: started .*journal_backlog="' \
+	"the restarted broker reports its journal backlog"
+
+# PostgreSQL and the broker down together.
+oracle_bg o9 L1 8000 --rate 1000
+sleep 1.5
+fg_broker_kill L1
+fg_pg_stop || fail "PostgreSQL stop"
+sleep 0.5
+fg_broker_restart L1 || fg_bail "broker L1 did not start without PostgreSQL"
+sleep 2
+fg_pg_resume || fg_bail "PostgreSQL did not start again"
+oracle_done o9 "PostgreSQL and broker down together: every reading acknowledged"
+oracle_check o9 "PostgreSQL and broker down together"
+fg_broker_stop L1
+
+# Journal budget exhausted while PostgreSQL is down: with pushback the
+# publisher is disconnected before its reading is acknowledged, and sends
+# it again later.
+start_persist L2 "plugin_opt_journal_budget_mb 1" \
+	"plugin_opt_journal_segment_kb 64" || fg_bail "broker L2 did not start"
+fg_wait_registry L2 || true
+fg_pg_stop || fail "PostgreSQL stop"
+oracle_bg o10 L2 3000 --size 1000 --rate 1000
+ok 'fg_wait_log L2 "fleetgate-persist: journal full: disconnecting the publisher before acknowledging client_id=o10" 20' \
+	"budget exhausted: the broker pushes back, and says so"
+full_acked=$(acked_now o10)
+sleep 2
+ok '(($(acked_now o10) - full_acked < 50))' \
+	"while the journal is full, readings are not acknowledged"
+fg_pg_resume || fg_bail "PostgreSQL did not start again"
+oracle_done o10 "budget exhausted: once PostgreSQL is back every reading is acknowledged"
+oracle_check o10 "journal budget exhausted (pushback)"
+fg_broker_stop L2
+
+# The same with when_full stop: readings are acknowledged and delivered
+# but not stored, loudly.
+start_persist L3 "plugin_opt_journal_budget_mb 1" \
+	"plugin_opt_journal_segment_kb 64" "plugin_opt_when_full stop" ||
+	fg_bail "broker L3 did not start"
+fg_wait_registry L3 || true
+fg_pg_stop || fail "PostgreSQL stop"
+oracle_bg o11 L3 2000 --size 1000 --rate 1000
+oracle_done o11 "when_full stop: every reading is acknowledged"
+ok 'fg_log_has L3 "fleetgate-persist: journal full: NOT STORING readings client_id=o11"' \
+	"when_full stop: the log says loudly that readings are not stored"
+fg_pg_resume || fg_bail "PostgreSQL did not start again"
+fg_wait_until 30 rows_are "device_id = 'o11'" "$(rows "device_id = 'o11'")" || true
+sleep 2
+stored11=$(rows "device_id = 'o11'")
+fg_diag "when_full stop: acked=$(acked_count o11) stored=$stored11"
+ok '((stored11 > 500 && stored11 < 2000))' \
+	"when_full stop: what fitted in the journal is stored, the rest not"
+fg_broker_stop L3
+ok 'fg_log_has L3 "not_stored_full=[1-9]"' "... and the count of readings not stored is logged"
+
 fg_diag "suite continues"
