@@ -180,7 +180,7 @@ static size_t utf8_encode(uint32_t cp, unsigned char *o)
 }
 
 /*
- * The \u escape at p ("\uXXXX", and its low half when it is a high
+ * The \u escape at p (four hex digits, and its low half when it is a high
  * surrogate): jsonb refuses \u0000 (text cannot hold it) and surrogates
  * that are not a high one followed at once by a low one. Returns the
  * position after it and stores the code point, or NULL after fail().
@@ -390,7 +390,8 @@ static const unsigned char *scan_number(struct pj_ctx *c,
 			if (exp <= PJ_EXPONENT_CAP)
 				exp = exp * 10 + (*p - '0');
 	}
-	/* "01", "1.5.2", "0x1f", "1e5e5": a number glued to more of one. */
+	/* "01", "1.5.2", "0x1f", "1e5e5": number-like bytes straight after a
+	 * number make one bad number, not a number and then junk. */
 	if (p < end &&
 	    (is_digit(*p) || ((*p | 0x20) >= 'a' && (*p | 0x20) <= 'z') ||
 	     *p == '.' || *p == '+' || *p == '-'))

@@ -56,6 +56,9 @@ struct pj_result {
  * decoding escapes; the last duplicate counts, as in jsonb), its value
  * must be a non-negative integer of epoch milliseconds or an RFC 3339
  * date-time string (see pj_parse_rfc3339); it fills has_ts and ts_ms.
+ * A timestamp string written with escapes must decode to at most 64
+ * bytes. Whether the time is plausible (not too far in the past or
+ * future) is for the caller to judge.
  * lim may be NULL for PJ_LIMITS_DEFAULT.
  *
  * Returns 0 when the payload is valid (out->reason NULL). Returns -1 with
@@ -76,7 +79,9 @@ int pj_validate(const void *buf, size_t len, const struct pj_limits *lim,
  * truncated to milliseconds. Days are checked against the month and leap
  * years. A leap second (second 60) is accepted only at 23:59 UTC and is
  * read as 23:59:59.999, so that it stays inside its own day and before
- * the next second. Nothing may follow the offset.
+ * the next second. Years 0000 to 9999 are accepted, as in RFC 3339
+ * (PostgreSQL has no year 0; such times fail the caller's bounds check).
+ * Nothing may follow the offset.
  *
  * Returns 0 and the time in Unix epoch milliseconds in *ms (negative
  * before 1970), or -1 if s is not such a date-time.

@@ -412,4 +412,112 @@ ok '((stored11 > 500 && stored11 < 2000))' \
 fg_broker_stop L3
 ok 'fg_log_has L3 "not_stored_full=[1-9]"' "... and the count of readings not stored is logged"
 
-fg_diag "suite continues"
+# --- Two brokers side by side ------------------------------------------------------
+fg_device_cert t1
+fg_register_device t1 m1 "$FG_CERTS/t1.crt"
+fg_device_cert t2
+fg_register_device t2 m1 "$FG_CERTS/t2.crt"
+start_persist T1 || fg_bail "broker T1 did not start"
+start_persist T2 || fg_bail "broker T2 did not start"
+fg_wait_registry T1 || true
+fg_wait_registry T2 || true
+oracle_bg t1 T1 4000
+oracle_bg t2 T2 4000
+oracle_done t1 "two brokers: the first acknowledged every reading"
+oracle_done t2 "two brokers: the second acknowledged every reading"
+oracle_check t1 "two brokers, through the first"
+oracle_check t2 "two brokers, through the second"
+is "$(fg_psql_super "select string_agg(distinct broker_id, ',')
+	from fleetgate.readings where device_id in ('t1', 't2')")" "T1,T2" \
+	"each row names the broker that received it"
+is "$(fg_psql_super "select count(distinct journal_id) from
+	fleetgate.persist_progress where broker_id in ('T1', 'T2')")" 2 \
+	"each broker has its own progress row and journal"
+is "$(fg_psql_super "select count(*) - count(distinct (broker_id, seq))
+	from fleetgate.readings")" 0 "(broker_id, seq) stays unique across brokers"
+
+# Two brokers cannot share one journal.
+{
+	echo "per_listener_settings false"
+	echo "allow_anonymous false"
+	[[ $(id -u) -eq 0 ]] && echo "user root"
+	echo "log_dest stdout"
+	fg_free_port port
+	echo "listener $port 127.0.0.1"
+	echo "plugin $FG_BUILD/fleetgate_persist.so"
+	echo "plugin_opt_db_conninfo host=$PGHOST port=$PGPORT dbname=$PGDATABASE user=fg_broker"
+	echo "plugin_opt_broker_id T9"
+	echo "plugin_opt_topics water/#"
+	echo "plugin_opt_journal_dir $FG_TMP/T1.journal"
+} >"$FG_TMP/shared.conf"
+out=$(timeout 20 mosquitto -c "$FG_TMP/shared.conf" 2>&1) && rc=0 || rc=$?
+like "$out" "fleetgate-persist: cannot start: journal .*T1.journal is in use by another process" \
+	"a second broker on a journal in use refuses to start, and says why"
+fg_broker_stop T1
+fg_broker_stop T2
+
+# --- Durable audit events ---------------------------------------------------------
+# With PostgreSQL down, the auth plugin's events go into the journal and
+# reach the table when it is back.
+start_persist A1 || fg_bail "broker A1 did not start"
+fg_wait_registry A1 || true
+fg_audit_mark
+fg_pg_stop || fail "PostgreSQL stop"
+for i in 1 2 3; do fg_connect A1 dev-c; done
+fg_connect A1 o12 not-o12
+fg_broker_stop A1
+start_persist A1 || fg_bail "broker A1 did not restart"
+fg_pg_resume || fg_bail "PostgreSQL did not start again"
+ok 'fg_wait_until 20 fg__audit_has "source = '\''auth'\'' and broker_id = '\''A1'\''
+	and client_id = '\''dev-c'\'' and outcome = '\''accepted'\''"' \
+	"audit events written while PostgreSQL was down reach it, across a broker restart"
+three_connects() {
+	[[ $(fg_audit_count "broker_id = 'A1' and client_id = 'dev-c'
+		and event = 'connect'") == 3 ]]
+}
+ok 'fg_wait_until 20 three_connects' "... all three connects, once each"
+ok 'fg_wait_until 20 fg__audit_has "broker_id = '\''A1'\'' and client_id = '\''not-o12'\''
+	and outcome = '\''refused'\''"' "... and the refusal"
+fg_broker_stop A1
+
+# --- Broken configuration -----------------------------------------------------------
+start_fails() {
+	local desc=$1 re=$2 conf out rc=0 port
+	shift 2
+	fg_free_port port
+	conf=$FG_TMP/bad-$RANDOM.conf
+	{
+		echo "per_listener_settings false"
+		echo "allow_anonymous false"
+		[[ $(id -u) -eq 0 ]] && echo "user root"
+		echo "log_dest stdout"
+		echo "listener $port 127.0.0.1"
+		echo "plugin $FG_BUILD/fleetgate_persist.so"
+		echo "plugin_opt_db_conninfo host=$PGHOST port=$PGPORT dbname=$PGDATABASE user=fg_broker"
+		printf '%s\n' "$@"
+	} >"$conf"
+	out=$(timeout 20 mosquitto -c "$conf" 2>&1) || rc=$?
+	if [[ $rc -ne 0 && $rc -ne 124 ]] && [[ $out =~ $re ]]; then
+		pass "$desc"
+	else
+		fail "$desc" "exit status $rc (124: still running), output:" "$out"
+	fi
+}
+J="plugin_opt_journal_dir $FG_TMP/bad.journal"
+start_fails "without topics the broker does not start" \
+	"plugin_opt_topics is required" "$J"
+start_fails "without a journal_dir the broker does not start" \
+	"plugin_opt_journal_dir is required" "plugin_opt_topics water/#"
+start_fails "an invalid topic filter is refused" \
+	"plugin_opt_topics: invalid topic filter" "$J" "plugin_opt_topics a/#/b"
+start_fails "an unknown fsync policy is refused, naming the option" \
+	"fsync" "$J" "plugin_opt_topics water/#" "plugin_opt_fsync sometimes"
+start_fails "a budget smaller than two segments is refused" \
+	"journal_budget_mb must hold at least two segments" "$J" \
+	"plugin_opt_topics water/#" "plugin_opt_journal_budget_mb 1" \
+	"plugin_opt_journal_segment_kb 1024"
+start_fails "a journal_dir that cannot be created is refused" \
+	"cannot create journal_dir /proc/nope" \
+	"plugin_opt_journal_dir /proc/nope/j" "plugin_opt_topics water/#"
+start_fails "an unknown option is refused" "nonsense" "$J" \
+	"plugin_opt_topics water/#" "plugin_opt_nonsense 1"
