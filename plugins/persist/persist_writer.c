@@ -27,7 +27,7 @@
 #include "fg_log.h"
 
 #define LOG_PREFIX "fleetgate-persist:"
-#define BATCH_BYTES_MAX (8u << 20)
+#define COPY_CHUNK (256u << 10)
 #define PARTITIONS_EVERY_MS (3600 * 1000)
 #define STOP_WAIT_S 5
 
@@ -57,6 +57,13 @@ static const char TAKE_OVER_SQL[] =
     "UPDATE fleetgate.persist_progress SET journal_id = $2, seq = $3, "
     "updated_at = now() WHERE broker_id = $1 AND journal_id = $4";
 
+/* A formatted second, reused while timestamps stay within it. */
+struct ts_cache {
+	int64_t secs;
+	char text[32];
+	size_t len;
+};
+
 struct buf {
 	char *p;
 	size_t len, cap;
@@ -78,6 +85,8 @@ struct writer {
 	int64_t partitions_at_ms;
 	struct journal_cursor cur;
 	struct buf copy, audit;
+	struct buf broker_id_copy; /* the broker id as a COPY field */
+	struct ts_cache recv_cache, meas_cache;
 	struct fg_throttle down_throttle;
 	bool was_down;
 };
@@ -110,11 +119,21 @@ static int buf_add(struct buf *b, const void *p, size_t len)
 	return 0;
 }
 
+/* Bytes COPY's text format escapes, and the letter after the backslash. */
+static const char copy_escape[256] = {
+    ['\\'] = '\\',
+    ['\n'] = 'n',
+    ['\r'] = 'r',
+    ['\t'] = 't',
+};
+
 /* A field for COPY's text format: backslash, tab, newline and carriage
- * return escaped; absent is \N. Followed by sep. */
+ * return escaped; absent is \N. Followed by sep. Runs of ordinary bytes
+ * are copied whole: the writer formats every stored reading. */
 static int copy_field(struct buf *b, const struct journal_bytes *f, char sep)
 {
 	const unsigned char *s = f->p;
+	uint32_t i = 0, run;
 
 	if (buf_reserve(b, (size_t)f->len * 2 + 3) != 0)
 		return -1;
@@ -122,62 +141,85 @@ static int copy_field(struct buf *b, const struct journal_bytes *f, char sep)
 		memcpy(b->p + b->len, "\\N", 2);
 		b->len += 2;
 	}
-	for (uint32_t i = 0; s != NULL && i < f->len; i++) {
-		char c = (char)s[i], e = 0;
-
-		switch (c) {
-		case '\\':
-			e = '\\';
-			break;
-		case '\n':
-			e = 'n';
-			break;
-		case '\r':
-			e = 'r';
-			break;
-		case '\t':
-			e = 't';
-			break;
-		default:
-			break;
-		}
-		if (e != 0) {
+	while (s != NULL && i < f->len) {
+		for (run = i; run < f->len && copy_escape[s[run]] == 0; run++)
+			;
+		memcpy(b->p + b->len, s + i, run - i);
+		b->len += run - i;
+		if (run < f->len) {
 			b->p[b->len++] = '\\';
-			b->p[b->len++] = e;
-		} else {
-			b->p[b->len++] = c;
+			b->p[b->len++] = copy_escape[s[run]];
+			run++;
 		}
+		i = run;
 	}
 	b->p[b->len++] = sep;
 	return 0;
 }
 
-/* "2026-12-03 11:22:33.123+00" */
+/* "2026-12-03 11:22:33.123+00" into out (at least 40 bytes); returns its
+ * length. The date and time of day are formatted once per second. */
+
+static size_t format_ts_cached(struct ts_cache *c, int64_t ms, char *out)
+{
+	int64_t secs = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
+	int frac = (int)(ms - secs * 1000);
+
+	if (c->len == 0 || c->secs != secs) {
+		time_t t = (time_t)secs;
+		struct tm tm;
+
+		gmtime_r(&t, &tm);
+		c->len = strftime(c->text, sizeof(c->text), "%Y-%m-%d %H:%M:%S",
+		                  &tm);
+		c->secs = secs;
+	}
+	memcpy(out, c->text, c->len);
+	out[c->len] = '.';
+	out[c->len + 1] = (char)('0' + frac / 100);
+	out[c->len + 2] = (char)('0' + frac / 10 % 10);
+	out[c->len + 3] = (char)('0' + frac % 10);
+	memcpy(out + c->len + 4, "+00", 4);
+	return c->len + 7;
+}
+
 static void format_ts(int64_t ms, char *out, size_t len)
 {
-	time_t secs = (time_t)(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
-	int frac = (int)(ms - (int64_t)secs * 1000);
-	struct tm tm;
+	struct ts_cache c = {0, "", 0};
+	char buf[48];
 
-	gmtime_r(&secs, &tm);
-	snprintf(out, len, "%04d-%02d-%02d %02d:%02d:%02d.%03d+00",
-	         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-	         tm.tm_min, tm.tm_sec, frac);
+	format_ts_cached(&c, ms, buf);
+	snprintf(out, len, "%s", buf);
+}
+
+static size_t format_u64(uint64_t v, char *out)
+{
+	char tmp[24];
+	size_t n = 0, i;
+
+	do {
+		tmp[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v > 0);
+	for (i = 0; i < n; i++)
+		out[i] = tmp[n - 1 - i];
+	return n;
 }
 
 static int copy_line(struct writer *w, const struct journal_record *r)
 {
-	char head[240], recv[96], meas[96];
-	int n;
+	char head[128];
+	size_t n;
 
-	format_ts(r->received_ms, recv, sizeof(recv));
-	format_ts(r->measured_ms, meas, sizeof(meas));
-	n = snprintf(head, sizeof(head), "%" PRIu64 "\t%s\t%s\t", r->seq, recv,
-	             meas);
-	struct journal_bytes id = {w->broker_id,
-	                           (uint32_t)strlen(w->broker_id)};
-	if (copy_field(&w->copy, &id, '\t') != 0 ||
-	    buf_add(&w->copy, head, (size_t)n) != 0)
+	if (buf_add(&w->copy, w->broker_id_copy.p, w->broker_id_copy.len) != 0)
+		return -1;
+	n = format_u64(r->seq, head);
+	head[n++] = '\t';
+	n += format_ts_cached(&w->recv_cache, r->received_ms, head + n);
+	head[n++] = '\t';
+	n += format_ts_cached(&w->meas_cache, r->measured_ms, head + n);
+	head[n++] = '\t';
+	if (buf_add(&w->copy, head, n) != 0)
 		return -1;
 	for (int i = JF_DEVICE; i <= JF_PAYLOAD; i++)
 		if (copy_field(&w->copy, &r->f[i],
@@ -355,50 +397,6 @@ struct batch {
 	size_t readings, audits, entries;
 };
 
-/* Read entries from the cursor into the COPY and audit buffers. Returns
- * the number of entries read (stored ones skipped), or -1 on error. */
-static int collect(struct writer *w, struct batch *b)
-{
-	struct journal_record r;
-	char err[FG_ERRLEN];
-	int got;
-
-	memset(b, 0, sizeof(*b));
-	b->start = b->end = w->cur;
-	w->copy.len = 0;
-	w->audit.len = 0;
-	buf_add(&w->audit, "[", 1);
-	while (b->entries < (size_t)w->s.batch_rows &&
-	       w->copy.len + w->audit.len < BATCH_BYTES_MAX) {
-		got = journal_next(w->j, &b->end, &r, err, sizeof(err));
-		if (got < 0) {
-			fg_log(MOSQ_LOG_ERR, LOG_PREFIX " %s", err);
-			return -1;
-		}
-		if (got == 0)
-			break;
-		if (r.seq <= w->stored_upto)
-			continue;
-		if (r.type == JOURNAL_READING) {
-			if (copy_line(w, &r) != 0)
-				return -1;
-			b->readings++;
-		} else {
-			if ((b->audits > 0 &&
-			     buf_add(&w->audit, ",", 1) != 0) ||
-			    buf_add(&w->audit, r.f[JF_PAYLOAD].p,
-			            r.f[JF_PAYLOAD].len) != 0)
-				return -1;
-			b->audits++;
-		}
-		b->last_seq = r.seq;
-		b->entries++;
-	}
-	if (buf_add(&w->audit, "]", 2) != 0) /* with its NUL */
-		return -1;
-	return (int)b->entries;
-}
-
 static enum send_result classify(struct writer *w, PGresult *res,
                                  const char *what)
 {
@@ -424,32 +422,44 @@ static enum send_result exec_step(struct writer *w, const char *sql,
 	return sr;
 }
 
-static enum send_result put_copy(struct writer *w)
+static enum send_result start_copy(struct writer *w)
 {
 	PGresult *res = PQexec(w->conn, COPY_SQL);
 	enum send_result sr = SEND_OK;
-	size_t off = 0;
 
-	if (PQresultStatus(res) != PGRES_COPY_IN) {
+	if (PQresultStatus(res) != PGRES_COPY_IN)
 		sr = classify(w, res, "COPY");
-		PQclear(res);
-		return sr;
-	}
 	PQclear(res);
-	while (off < w->copy.len) {
-		size_t n = w->copy.len - off > (1u << 20) ? (1u << 20)
-		                                          : w->copy.len - off;
-		if (PQputCopyData(w->conn, w->copy.p + off, (int)n) != 1)
-			break;
-		off += n;
+	return sr;
+}
+
+/* Hand what is buffered to libpq (which sends it while the writer reads
+ * on: the database parses one part while the next is prepared). */
+static enum send_result push_copy(struct writer *w)
+{
+	if (w->copy.len > 0 &&
+	    PQputCopyData(w->conn, w->copy.p, (int)w->copy.len) != 1) {
+		log_db_error(w, "COPY data", NULL);
+		return SEND_RETRY;
 	}
-	PQputCopyEnd(w->conn, off < w->copy.len ? "send failed" : NULL);
+	w->copy.len = 0;
+	return SEND_OK;
+}
+
+/* End the COPY; with ok false, abort it. */
+static enum send_result end_copy(struct writer *w, bool ok)
+{
+	enum send_result sr = ok ? push_copy(w) : SEND_RETRY;
+	PGresult *res;
+
+	if (PQputCopyEnd(w->conn, sr == SEND_OK ? NULL : "aborted") != 1)
+		sr = SEND_RETRY;
 	while ((res = PQgetResult(w->conn)) != NULL) {
 		if (sr == SEND_OK && !ok_result(res))
 			sr = classify(w, res, "COPY");
 		PQclear(res);
 	}
-	return sr;
+	return ok ? sr : SEND_RETRY;
 }
 
 static enum send_result put_progress(struct writer *w, uint64_t seq)
@@ -469,7 +479,6 @@ static enum send_result put_progress(struct writer *w, uint64_t seq)
 		                  "another journal; reconnecting",
 		       w->broker_id);
 		sr = SEND_RETRY;
-		disconnect(w);
 	} else {
 		sr = SEND_OK;
 	}
@@ -487,20 +496,87 @@ static enum send_result put_audit(struct writer *w)
 	return sr;
 }
 
-static enum send_result send_batch(struct writer *w, const struct batch *b)
+/* Add one entry to the open transaction: readings into the COPY (opened
+ * with the first one), audit events into the array inserted at the end. */
+static enum send_result add_entry(struct writer *w, struct batch *b,
+                                  const struct journal_record *r, bool *in_copy)
 {
-	enum send_result sr = exec_step(w, "BEGIN", "BEGIN");
+	enum send_result sr = SEND_OK;
 
-	if (sr == SEND_OK && b->readings > 0)
-		sr = put_copy(w);
-	if (sr == SEND_OK && b->audits > 0)
-		sr = put_audit(w);
+	if (r->type == JOURNAL_READING) {
+		if (!*in_copy) {
+			sr = start_copy(w);
+			*in_copy = sr == SEND_OK;
+		}
+		if (sr == SEND_OK && copy_line(w, r) != 0)
+			sr = SEND_RETRY;
+		if (sr == SEND_OK && w->copy.len >= COPY_CHUNK)
+			sr = push_copy(w);
+		b->readings++;
+	} else {
+		if ((b->audits > 0 && buf_add(&w->audit, ",", 1) != 0) ||
+		    buf_add(&w->audit, r->f[JF_PAYLOAD].p,
+		            r->f[JF_PAYLOAD].len) != 0)
+			sr = SEND_RETRY;
+		b->audits++;
+	}
+	b->last_seq = r->seq;
+	b->entries++;
+	return sr;
+}
+
+/*
+ * Read entries from the cursor and send them as one transaction: the
+ * readings streamed into a COPY as they are read, then the audit events,
+ * then the progress row. Entries already stored are passed over. Returns
+ * SEND_OK with b->entries == 0 when there was nothing to send.
+ */
+static enum send_result send_batch(struct writer *w, struct batch *b)
+{
+	struct journal_record r;
+	char err[FG_ERRLEN];
+	enum send_result sr = SEND_OK;
+	bool in_tx = false, in_copy = false;
+
+	memset(b, 0, sizeof(*b));
+	b->start = b->end = w->cur;
+	w->copy.len = 0;
+	w->audit.len = 0;
+	buf_add(&w->audit, "[", 1);
+	while (sr == SEND_OK && b->entries < (size_t)w->s.batch_rows) {
+		int got = journal_next(w->j, &b->end, &r, err, sizeof(err));
+
+		if (got < 0) {
+			fg_log(MOSQ_LOG_ERR, LOG_PREFIX " %s", err);
+			sr = SEND_RETRY;
+		}
+		if (got <= 0)
+			break;
+		if (r.seq <= w->stored_upto)
+			continue;
+		if (!in_tx) {
+			if (w->s.sync == JOURNAL_SYNC_BATCH &&
+			    journal_sync(w->j, err, sizeof(err)) != 0)
+				fg_log(MOSQ_LOG_ERR, LOG_PREFIX " %s", err);
+			sr = exec_step(w, "BEGIN", "BEGIN");
+			in_tx = sr == SEND_OK;
+			if (!in_tx)
+				break;
+		}
+		sr = add_entry(w, b, &r, &in_copy);
+	}
+	if (in_copy)
+		sr = end_copy(w, sr == SEND_OK) == SEND_OK ? sr : SEND_RETRY;
+	if (!in_tx)
+		return sr;
+	if (sr == SEND_OK && b->audits > 0 &&
+	    (buf_add(&w->audit, "]", 2) != 0 || (sr = put_audit(w)) != SEND_OK))
+		sr = sr == SEND_OK ? SEND_RETRY : sr;
 	if (sr == SEND_OK)
 		sr = put_progress(w, b->last_seq);
 	if (sr == SEND_OK)
 		sr = exec_step(w, "COMMIT", "COMMIT");
-	if (sr != SEND_OK && w->conn != NULL &&
-	    PQstatus(w->conn) == CONNECTION_OK) {
+	if (sr != SEND_OK && PQstatus(w->conn) == CONNECTION_OK) {
 		PGresult *res = PQexec(w->conn, "ROLLBACK");
 		PQclear(res);
 	}
@@ -719,31 +795,25 @@ static void *writer_main(void *arg)
 	w->stored_upto = journal_checkpoint(w->j);
 	while (!stopping(w)) {
 		enum send_result sr;
-		int n;
 
 		if (ensure_conn(w) != 0) {
 			pause_ms(w, fg_backoff_next(&backoff));
 			continue;
 		}
-		n = collect(w, &b);
-		if (w->cur.skipped_bytes != skipped_logged) {
+		sr = send_batch(w, &b);
+		if (b.end.skipped_bytes != skipped_logged) {
 			skipped_logged = b.end.skipped_bytes;
 			fg_log(MOSQ_LOG_ERR,
 			       LOG_PREFIX " damaged journal data passed over, "
 			                  "skipped_bytes=%" PRIu64 " (total)",
 			       skipped_logged);
 		}
-		if (n <= 0) {
-			if (n == 0 && b.end.offset != b.start.offset)
-				w->cur = b.end; /* only stored entries */
+		if (sr == SEND_OK && b.entries == 0) {
+			w->cur = b.end; /* past entries already stored */
 			ensure_partitions(w);
-			journal_wait(w->j, n < 0 ? 1000 : w->s.flush_ms);
+			journal_wait(w->j, w->s.flush_ms);
 			continue;
 		}
-		if (w->s.sync == JOURNAL_SYNC_BATCH &&
-		    journal_sync(w->j, err, sizeof(err)) != 0)
-			fg_log(MOSQ_LOG_ERR, LOG_PREFIX " %s", err);
-		sr = send_batch(w, &b);
 		if (sr == SEND_DATA)
 			sr = send_one_by_one(w, &b);
 		if (sr == SEND_OK) {
@@ -786,6 +856,12 @@ struct writer *writer_start(struct journal *j, const struct writer_settings *s,
 	}
 	w->s.pg.conninfo = w->conninfo;
 	w->s.broker_id = w->broker_id;
+	struct journal_bytes id = {w->broker_id,
+	                           (uint32_t)strlen(w->broker_id)};
+	if (copy_field(&w->broker_id_copy, &id, '\t') != 0) {
+		fg_seterr(err, errlen, "out of memory");
+		goto fail;
+	}
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->cond, NULL);
 	if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
@@ -797,6 +873,7 @@ struct writer *writer_start(struct journal *j, const struct writer_settings *s,
 	}
 	return w;
 fail:
+	free(w->broker_id_copy.p);
 	free(w->conninfo);
 	free(w->broker_id);
 	free(w);
@@ -834,6 +911,7 @@ int writer_stop(struct writer *w)
 	pthread_cond_destroy(&w->cond);
 	free(w->copy.p);
 	free(w->audit.p);
+	free(w->broker_id_copy.p);
 	free(w->conninfo);
 	free(w->broker_id);
 	free(w);

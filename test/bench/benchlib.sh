@@ -10,7 +10,7 @@
 #                              municipality (round robin) to BENCH_MUNI
 #   bench_register_all         registers every device of BENCH_DEVICES
 #                              with its certificate, in one transaction
-#   bench_broker_start NAME bare|plugin [CPUS]
+#   bench_broker_start NAME bare|plugin|persist [CPUS]
 #                              a broker for load: TLS listener only, lean
 #                              logging, optionally pinned to CPUS
 #   bench_broker_stop NAME
@@ -78,7 +78,10 @@ bench_register_all() {
 # (allow_anonymous true: without a plugin or a password file, 2.0 refuses
 # every client that sends no username; the TLS listener still requires a
 # certificate signed by the CA); MODE plugin loads the auth plugin with
-# allow_anonymous false. Logging is what a production broker would keep:
+# allow_anonymous false; MODE persist loads the auth plugin and the persist
+# plugin (readings on water/+/+/readings, journal $FG_TMP/NAME.journal,
+# then the lines of the array BENCH_PERSIST_OPTS, if set).
+# Logging is what a production broker would keep:
 # errors, warnings, notices and information, to a file. CPUS, if given,
 # pins the broker (all its threads) with taskset. Sets BENCH_PID[NAME]
 # and BENCH_PORT[NAME].
@@ -117,12 +120,20 @@ bench_broker_start() {
 		# Small records (the CONNACK after the TLS session tickets)
 		# would otherwise wait for the client's delayed ACK.
 		echo "set_tcp_nodelay true"
-		if [[ $mode == plugin ]]; then
+		if [[ $mode != bare ]]; then
 			echo
 			echo "plugin $FG_BUILD/fleetgate_auth.so"
 			echo "plugin_opt_db_conninfo host=$PGHOST port=$PGPORT dbname=$PGDATABASE user=fg_broker"
 			echo "plugin_opt_snapshot_file $FG_TMP/$name.snapshot"
 			echo "plugin_opt_broker_id $name"
+		fi
+		if [[ $mode == persist ]]; then
+			echo "plugin $FG_BUILD/fleetgate_persist.so"
+			echo "plugin_opt_topics water/+/+/readings"
+			echo "plugin_opt_journal_dir $FG_TMP/$name.journal"
+			if [[ -n ${BENCH_PERSIST_OPTS+x} ]]; then
+				printf '%s\n' "${BENCH_PERSIST_OPTS[@]}"
+			fi
 		fi
 	} >"$conf"
 	if [[ -n $cpus ]]; then
@@ -138,7 +149,7 @@ bench_broker_start() {
 		tail -n 20 "$FG_TMP/$name.stdout" "$log" >&2 2>/dev/null
 		return 1
 	fi
-	if [[ $mode == plugin ]] &&
+	if [[ $mode != bare ]] &&
 		! fg_wait_until 10 grep -q 'registry loaded from database' "$log"; then
 		echo "broker $name did not load the registry:" >&2
 		tail -n 20 "$log" >&2

@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# persist.sh: the persist plugin's benchmarks, each against a baseline
+# measured in the same run on this machine (`make bench`).
+#
+#   1. QoS 1 publish throughput: BENCH_PUBLISHERS devices publish readings
+#      as fast as the broker acknowledges them (fg_oracle, 20 in flight
+#      each), to a bare broker and to one with auth and persist, in turn
+#      for BENCH_ROUNDS rounds; medians and their ratio are printed.
+#   2. A backlog: PostgreSQL is stopped, BENCH_BACKLOG readings are
+#      published into the journal, PostgreSQL is started, and the time
+#      until the last one is committed is measured: readings stored per
+#      second from the journal.
+#   3. The baseline for 2: the same rows (same size, same table, other
+#      broker_id) loaded by one plain COPY from psql.
+# The checks: every acknowledged reading is stored (counts compared).
+#
+# Environment: BENCH_ROUNDS (3), BENCH_PUBLISHERS (4), BENCH_COUNT (50000
+# per publisher and round), BENCH_BACKLOG (1000000), BENCH_SIZE (200
+# bytes a payload), BENCH_NICE (10), and lib.sh's FG_BUILD, FG_KEEP.
+set -euo pipefail
+bench_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=test/lib.sh
+. "$bench_dir/../lib.sh"
+# shellcheck source=test/bench/benchlib.sh
+. "$bench_dir/benchlib.sh"
+
+: "${BENCH_ROUNDS:=3}"
+: "${BENCH_PUBLISHERS:=4}"
+: "${BENCH_COUNT:=50000}"
+: "${BENCH_BACKLOG:=1000000}"
+: "${BENCH_SIZE:=200}"
+: "${BENCH_NICE:=10}"
+ORACLE=$FG_BUILD/tools/fg_oracle
+
+fg_setup
+[[ -x $ORACLE && -f $FG_BUILD/fleetgate_persist.so ]] ||
+	fg_bail "build first: make"
+
+echo "# persist benchmark on $(nproc) CPUs, $(uname -r)"
+fg_pg_start || fg_bail "PostgreSQL did not start"
+fg_ca_make ca >/dev/null
+fg_server_cert >/dev/null
+bench_fleet pub "$BENCH_PUBLISHERS" m1
+bench_register_all || fg_bail "cannot register the devices"
+
+# publish_round BROKER FIRST: every device publishes BENCH_COUNT readings
+# numbered from FIRST; prints the acknowledged readings per second of all
+# devices together (total / wall time of the slowest).
+publish_round() {
+	local broker=$1 first=$2 last d t0 t1 rc=0
+	local -a pids=()
+	last=$((first + BENCH_COUNT - 1))
+	t0=$(fg_now_ms)
+	for d in "${BENCH_DEVICES[@]}"; do
+		nice -n "$BENCH_NICE" "$ORACLE" --host 127.0.0.1 \
+			--port "${BENCH_PORT[$broker]}" --cafile "$FG_CERTS/ca.crt" \
+			--cert "$FG_CERTS/$d.crt" --key "$FG_CERTS/$d.key" --id "$d" \
+			--topic "water/m1/$d/readings" --first "$first" --last "$last" \
+			--size "$BENCH_SIZE" --deadline 600 \
+			-o "$FG_TMP/$broker-$d.acked" >>"$FG_TMP/$broker-$d.out" 2>&1 &
+		pids+=($!)
+		fg_track $!
+	done
+	for p in "${pids[@]}"; do wait "$p" || rc=1; done
+	t1=$(fg_now_ms)
+	((rc == 0)) || {
+		echo "a publisher failed on $broker" >&2
+		return 1
+	}
+	awk -v n=$((BENCH_COUNT * ${#BENCH_DEVICES[@]})) -v ms=$((t1 - t0)) \
+		'BEGIN { printf "%.0f\n", n * 1000 / ms }'
+}
+
+rows_of() {
+	fg_psql_super "select count(*) from fleetgate.readings where broker_id = '$1'"
+}
+rows_at_least() { (($(rows_of "$1") >= $2)); }
+
+# --- 1. QoS 1 publish throughput ----------------------------------------------
+bench_broker_start bare bare || fg_bail "bare broker did not start"
+bench_broker_start persist persist || fg_bail "persist broker did not start"
+bare_rates=() persist_rates=()
+first=1
+for ((r = 1; r <= BENCH_ROUNDS; r++)); do
+	b=$(publish_round bare "$first") || fg_bail "round $r failed (bare)"
+	p=$(publish_round persist "$first") || fg_bail "round $r failed (persist)"
+	bare_rates+=("$b")
+	persist_rates+=("$p")
+	printf '# round %d: bare %s/s, auth+persist %s/s, ratio %s\n' "$r" "$b" \
+		"$p" "$(bench_ratio "$p" "$b")"
+	first=$((first + BENCH_COUNT))
+done
+bm=$(bench_median "${bare_rates[@]}")
+pm=$(bench_median "${persist_rates[@]}")
+expected=$((BENCH_ROUNDS * BENCH_COUNT * BENCH_PUBLISHERS))
+fg_wait_until 120 rows_at_least persist "$expected" || true
+stored=$(rows_of persist)
+printf 'qos1_publish bare_msgs_per_s=%s persist_msgs_per_s=%s ratio=%s publishers=%d payload_bytes=%d\n' \
+	"$bm" "$pm" "$(bench_ratio "$pm" "$bm")" "$BENCH_PUBLISHERS" "$BENCH_SIZE"
+if [[ $stored == "$expected" ]]; then
+	ok true "every reading acknowledged by the persist broker is stored ($stored)"
+else
+	fail "every reading acknowledged by the persist broker is stored" \
+		"stored $stored, expected $expected"
+fi
+bench_broker_stop bare
+
+# --- 2. Draining a backlog ------------------------------------------------------
+before=$(rows_of persist)
+fg_pg_stop || fg_bail "PostgreSQL did not stop"
+per=$((BENCH_BACKLOG / BENCH_PUBLISHERS))
+BENCH_COUNT=$per
+t0=$(fg_now_ms)
+publish_round persist "$first" >/dev/null || fg_bail "backlog publish failed"
+t1=$(fg_now_ms)
+backlog=$((per * BENCH_PUBLISHERS))
+printf '# backlog of %d readings journaled in %.1f s while PostgreSQL was down; journal %s\n' \
+	"$backlog" "$(awk -v ms=$((t1 - t0)) 'BEGIN { print ms / 1000 }')" \
+	"$(du -sh "$FG_TMP/persist.journal" | cut -f1)"
+fg_pg_resume || fg_bail "PostgreSQL did not start again"
+# Progress is followed in persist_progress (a row read, not a count of a
+# growing table, which would compete with the drain). The clock starts
+# when the progress row first moves (so the writer's reconnect backoff is
+# not counted) and stops at its last move.
+progress() {
+	fg_psql_super "select seq from fleetgate.persist_progress
+		where broker_id = 'persist'" 2>/dev/null || echo 0
+}
+p0=$(progress)
+t0=
+t1=
+last=$p0
+still_ms=0
+while ((still_ms < 2000)); do
+	sleep 0.1
+	p=$(progress)
+	now=$(fg_now_ms)
+	if [[ $p != "$last" ]]; then
+		[[ -n $t0 ]] || { t0=$now; p_t0=$p; }
+		t1=$now
+		last=$p
+		still_ms=0
+	elif [[ -n $t0 ]]; then
+		still_ms=$((still_ms + 100))
+	fi
+done
+drain_ms=$((t1 - t0))
+# Entries committed between the first and the last move of the progress.
+drain_rate=$(awk -v n=$((last - p_t0)) -v ms="$drain_ms" \
+	'BEGIN { printf "%.0f", n * 1000 / ms }')
+printf 'backlog_drain readings=%d seconds=%.1f stored_per_s=%s\n' "$backlog" \
+	"$(awk -v ms="$drain_ms" 'BEGIN { print ms / 1000 }')" "$drain_rate"
+is "$(rows_of persist)" $((before + backlog)) \
+	"the whole backlog is stored, once"
+bench_broker_stop persist
+
+# --- 3. The baseline: one plain COPY of the same rows ------------------------------
+copy_file=$FG_TMP/readings.copy
+cols="broker_id, seq, received_at, measured_at, device_id, municipality_id,"
+cols+=" account, client_id, topic, payload"
+fg_psql_super "\\copy (select 'rawcopy', seq, received_at, measured_at, device_id, municipality_id, account, client_id, topic, payload from fleetgate.readings where broker_id = 'persist' order by seq desc limit $backlog) to '$copy_file'"
+t0=$(fg_now_ms)
+fg_psql_super "\\copy fleetgate.readings ($cols) from '$copy_file'" >/dev/null
+t1=$(fg_now_ms)
+copy_rate=$(awk -v n="$backlog" -v ms=$((t1 - t0)) 'BEGIN { printf "%.0f", n * 1000 / ms }')
+printf 'raw_copy readings=%d seconds=%.1f stored_per_s=%s\n' "$backlog" \
+	"$(awk -v ms=$((t1 - t0)) 'BEGIN { print ms / 1000 }')" "$copy_rate"
+printf 'persist_vs_raw_copy ratio=%s\n' "$(bench_ratio "$drain_rate" "$copy_rate")"
+is "$(rows_of rawcopy)" "$backlog" "the raw COPY stored every row"
