@@ -62,7 +62,7 @@
  * a last line without its newline; oracle-check.sh ignores such a line.
  *
  * Output: one line on stdout at the end:
- *   sent=N acked=N refused=N resent=N reconnects=N elapsed_s=X.XXX
+ *   sent=N acked=N refused=N resent=N reconnects=N elapsed_s=S.MMM
  *   acked_per_s=Y
  * sent counts numbers published at least once, resent the further
  * publications of numbers already sent, reconnects the connections
