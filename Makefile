@@ -84,12 +84,14 @@ $(BUILD)/tools/%: test/bench/%.c
 UNIT_OBJ = $(COMMON_OBJ) $(filter-out %_plugin.o,$(PLUGIN_OBJ))
 UNIT_LIBS = $(LIBS_RT) $(foreach p,$(PLUGIN_NAMES),$(LIBS_$(p))) -lmosquitto
 
-$(BUILD)/unit/%: test/unit/%.c test/unit/stubs.c $(COMMON_OBJ) $(PLUGIN_OBJ) \
+UNIT_SUPPORT := test/unit/stubs.c test/unit/unit_run.c
+
+$(BUILD)/unit/%: test/unit/%.c $(UNIT_SUPPORT) $(COMMON_OBJ) $(PLUGIN_OBJ) \
 		$(wildcard test/unit/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  CC      $@"
 	$(Q)$(CC) $(CFLAGS_ALL) -fvisibility=default \
-		$(PLUGIN_NAMES:%=-Iplugins/%) -o $@ $< test/unit/stubs.c $(UNIT_OBJ) \
+		$(PLUGIN_NAMES:%=-Iplugins/%) -o $@ $< $(UNIT_SUPPORT) $(UNIT_OBJ) \
 		$(UNIT_LIBS) $(shell pkg-config --libs check 2>/dev/null)
 
 unit: $(UNIT)

@@ -28,7 +28,9 @@ create table fleetgate.persist_settings (
     partitions_ahead    int not null default 2
                         constraint persist_settings_ahead_range
                         check (partitions_ahead between 1 and 24),
-    readings_keep       interval not null default '13 months',
+    readings_keep       interval not null default '13 months'
+                        constraint persist_settings_readings_keep_positive
+                        check (readings_keep > interval '0'),
     audit_keep          interval not null default '1 year',
     -- Audit events younger than this are never deleted, whatever a caller
     -- asks: the trail is evidence.
@@ -124,6 +126,9 @@ begin
     -- Two brokers starting together must not both create one partition.
     perform pg_advisory_xact_lock(hashtext('fleetgate.reading_partitions'));
     select * into s from fleetgate.persist_settings;
+    -- Rows must not enter the default partition between moving its rows
+    -- of a range out and attaching that range's partition.
+    lock table fleetgate.readings_default in share row exclusive mode;
     step := ('1 ' || s.partition_interval)::interval;
     lo := date_trunc(s.partition_interval, at, 'UTC');
     for i in 0 .. s.partitions_ahead loop
@@ -163,6 +168,10 @@ declare
     cutoff timestamptz;
     p record;
 begin
+    if keep is not null and keep <= interval '0' then
+        raise exception 'drop_old_readings: keep must be positive, not %', keep
+            using errcode = 'invalid_parameter_value';
+    end if;
     cutoff := now() - coalesce(keep, (select readings_keep
                                       from fleetgate.persist_settings));
     perform pg_advisory_xact_lock(hashtext('fleetgate.reading_partitions'));

@@ -232,6 +232,15 @@ static int decode(const unsigned char *body, uint32_t len,
 	           : -1;
 }
 
+/* The wall clock in microseconds: where sequence numbers start. */
+static uint64_t clock_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 /* Segments ---------------------------------------------------------------- */
 
 static void seg_name(char *buf, size_t len, uint64_t id)
@@ -574,6 +583,7 @@ static int recover(struct journal *j, int64_t window_ms, journal_scan_fn scan,
 	int64_t now = fg_time_ms();
 	size_t first = 0;
 	uint64_t max_seq = 0;
+	bool cut = false;
 
 	while (first < j->nsegs &&
 	       j->segs[first].mtime_ms < now - window_ms - 1000)
@@ -623,6 +633,11 @@ static int recover(struct journal *j, int64_t window_ms, journal_scan_fn scan,
 			close(fd);
 			j->disk_bytes -= j->segs[i].size - good_end;
 			j->segs[i].size = good_end;
+			cut = true;
+			/* The read buffer may hold the bytes just cut; new
+			 * entries can take their place when the segment was
+			 * cut to nothing and is appended to again. */
+			j->rbuf_len = 0;
 		}
 	}
 	if (j->nsegs > 0 && j->segs[j->nsegs - 1].id > max_seq + 1)
@@ -630,6 +645,12 @@ static int recover(struct journal *j, int64_t window_ms, journal_scan_fn scan,
 	j->next_seq = max_seq + 1;
 	if (j->committed + 1 > j->next_seq)
 		j->next_seq = j->committed + 1;
+	/* After a cut, numbers continue from the clock: entries cut from a
+	 * torn tail may have reached the database already, and their
+	 * numbers must not be given to new entries (which would then be
+	 * skipped as stored). */
+	if (cut && clock_us() > j->next_seq)
+		j->next_seq = clock_us();
 	return 0;
 }
 
@@ -698,10 +719,7 @@ struct journal *journal_open(const struct journal_settings *s,
 		/* A new journal starts its numbers at the clock (in
 		 * microseconds), so that a broker whose journal was lost
 		 * never reuses the numbers its old journal gave. */
-		struct timespec ts;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		j->committed = (uint64_t)ts.tv_sec * 1000000u +
-		               (uint64_t)ts.tv_nsec / 1000u;
+		j->committed = clock_us();
 		if (save_checkpoint(j, j->committed) != 0) {
 			fg_seterr(err, errlen, "cannot write %s/checkpoint: %s",
 			          s->dir, strerror(errno));
@@ -725,7 +743,9 @@ void journal_close(struct journal *j)
 
 	if (j == NULL)
 		return;
-	if (j->wfd >= 0 && j->dlen > 0)
+	/* Also when nothing undeferred was appended since open (no
+	 * segment is open for writing yet): write_out opens one. */
+	if (j->dlen > 0)
 		journal_flush(j, err, sizeof(err));
 	if (j->wfd >= 0) {
 		if (j->s.sync != JOURNAL_SYNC_NEVER)
@@ -903,7 +923,10 @@ int journal_flush(struct journal *j, char *err, size_t errlen)
 	iov.iov_base = j->dbuf;
 	iov.iov_len = j->dlen;
 	rc = write_out(j, &iov, 1, j->dlen, j->dfirst, j->dlast, err, errlen);
-	j->dlen = 0;
+	/* On failure the entries stay buffered for the next attempt: their
+	 * appends were answered 0. */
+	if (rc == 0)
+		j->dlen = 0;
 	return rc;
 }
 
@@ -951,7 +974,8 @@ int journal_append(struct journal *j, struct journal_record *r, bool defer,
 	iov[n++].iov_len = size;
 	rc = write_out(j, iov, n, j->dlen + size, j->dlen ? j->dfirst : r->seq,
 	               r->seq, err, errlen);
-	j->dlen = 0;
+	if (rc == 0)
+		j->dlen = 0;
 	return rc;
 }
 
@@ -1018,6 +1042,8 @@ int journal_committed(struct journal *j, uint64_t seq, bool force, char *err,
 	int rc;
 
 	pthread_mutex_lock(&j->lock);
+	if (seq > j->appended_seq)
+		seq = j->appended_seq; /* never beyond what exists */
 	if (seq > j->committed)
 		j->committed = seq;
 	before = j->nsegs;

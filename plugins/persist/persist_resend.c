@@ -23,6 +23,7 @@ struct seen {
 
 struct client {
 	char *id;
+	size_t id_len;
 	const void *conn; /* current connection, NULL when none */
 	uint32_t conn_no; /* changes with every connection */
 	uint32_t in_conn; /* messages seen on the current connection */
@@ -93,7 +94,7 @@ static struct client **find(struct resend *rs, const char *id, size_t len)
 		h = (h ^ (unsigned char)id[i]) * 1099511628211u;
 	pp = &rs->buckets[h % NBUCKETS];
 	while (*pp != NULL &&
-	       (strncmp((*pp)->id, id, len) != 0 || (*pp)->id[len] != '\0'))
+	       ((*pp)->id_len != len || memcmp((*pp)->id, id, len) != 0))
 		pp = &(*pp)->next;
 	return pp;
 }
@@ -150,6 +151,7 @@ int resend_note(struct resend *rs, const char *client_id, size_t id_len,
 		}
 		memcpy(c->id, client_id, id_len);
 		c->id[id_len] = '\0';
+		c->id_len = id_len;
 		c->conn_no = 1;
 		*pp = c;
 		rs->nclients++;

@@ -42,7 +42,8 @@ int resend_note(struct resend *rs, const char *client_id, size_t id_len,
 void resend_disconnect(struct resend *rs, const char *client_id,
                        const void *conn);
 
-/* Forget clients silent for longer than the window. */
+/* Forget clients silent for longer than the window (the table is swept
+ * at most once a minute; calls in between return at once). */
 void resend_purge(struct resend *rs, int64_t now_ms);
 
 size_t resend_clients(const struct resend *rs);

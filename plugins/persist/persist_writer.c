@@ -266,10 +266,15 @@ static void ensure_partitions(struct writer *w)
 	    w->partitions_at_ms != 0)
 		return;
 	res = PQexec(w->conn, "SELECT fleetgate.ensure_reading_partitions()");
-	if (!ok_result(res))
+	if (!ok_result(res)) {
+		/* Rows still land in the default partition; try again in a
+		 * minute rather than on every pass. */
 		log_db_error(w, "creating reading partitions", res);
-	else
+		w->partitions_at_ms =
+		    fg_mono_ms() - PARTITIONS_EVERY_MS + 60000;
+	} else {
 		w->partitions_at_ms = fg_mono_ms();
+	}
 	PQclear(res);
 }
 

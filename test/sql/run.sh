@@ -912,6 +912,242 @@ else
 	fail "migrate.sh refuses a database newer than its files" "exit $rc" "$out"
 fi
 
+# Readings, progress and retention (migration 003) ---------------------------
+
+pbroker=sqlt-$run_id-persist
+# reading_values SEQ RECEIVED_AT: one row of fleetgate.readings for pbroker.
+reading_values() {
+	printf "('%s', %s, %s, now(), '%s', '%s', null, '%s', 'water/%s/%s/readings',
+	         '{\"level\": 1}')" "$pbroker" "$1" "$2" "$dev" "$muni" "$dev" \
+		"$muni" "$dev"
+}
+readings_columns="(broker_id, seq, received_at, measured_at, device_id,
+	municipality_id, account, client_id, topic, payload)"
+
+expect_ok "broker can insert a reading" "$broker" "
+	insert into fleetgate.readings $readings_columns
+	values $(reading_values 1 "now()")"
+name="broker can copy readings in as the writer does"
+if out=$(printf '%s\t2\t%s\t%s\t%s\t%s\t\\N\t%s\twater/x\t{"level": 2}\n' \
+	"$pbroker" "2024-01-01 00:00:00+00" "2024-01-01 00:00:00+00" "$dev" \
+	"$muni" "$dev" | sql "$broker" -c "copy fleetgate.readings
+	(broker_id, seq, received_at, measured_at, device_id, municipality_id,
+	 account, client_id, topic, payload) from stdin"); then
+	pass "$name"
+else
+	fail "$name" "output: $out"
+fi
+expect_error "a reading with a duplicate (broker_id, seq, received_at) is refused" \
+	"$broker" "duplicate key value violates unique constraint" "
+	insert into fleetgate.readings $readings_columns
+	values $(reading_values 2 "'2024-01-01 00:00:00+00'")"
+expect_ok "the writer's insert of a duplicate is a no-op with on conflict" \
+	"$broker" "
+	insert into fleetgate.readings $readings_columns
+	values $(reading_values 2 "'2024-01-01 00:00:00+00'")
+	on conflict do nothing"
+expect_value "(broker_id, seq) with another received_at is a new row (the key holds received_at)" \
+	"$superuser" "2" "
+	insert into fleetgate.readings $readings_columns
+	values $(reading_values 2 "'2024-01-02 00:00:00+00'");
+	select count(*) from fleetgate.readings
+	where broker_id = '$pbroker' and seq = 2"
+expect_error "broker cannot read readings" "$broker" \
+	"permission denied for table readings" "
+	select count(*) from fleetgate.readings"
+expect_error "broker cannot update readings" "$broker" \
+	"permission denied for table readings" "
+	update fleetgate.readings set topic = 'x' where broker_id = '$pbroker'"
+expect_error "broker cannot delete readings" "$broker" \
+	"permission denied for table readings" "
+	delete from fleetgate.readings where broker_id = '$pbroker'"
+expect_error "broker cannot read the default partition directly" "$broker" \
+	"permission denied for table readings_default" "
+	select count(*) from fleetgate.readings_default"
+expect_ok "broker can insert a rejected entry" "$broker" "
+	insert into fleetgate.readings_rejected
+	    (broker_id, seq, received_at, payload, error)
+	values ('$pbroker', 9, now(), '\\x00ff', 'sqltest')"
+
+expect_value "broker can record, read and advance its progress" "$broker" \
+	"$pbroker|j1|11" "
+	insert into fleetgate.persist_progress (broker_id, journal_id, seq)
+	values ('$pbroker', 'j1', 10) on conflict (broker_id) do nothing;
+	update fleetgate.persist_progress set seq = 11, updated_at = now()
+	where broker_id = '$pbroker' and journal_id = 'j1';
+	select broker_id || '|' || journal_id || '|' || seq
+	from fleetgate.persist_progress where broker_id = '$pbroker'"
+expect_error "broker cannot delete progress rows" "$broker" \
+	"permission denied for table persist_progress" "
+	delete from fleetgate.persist_progress where broker_id = '$pbroker'"
+expect_error "broker cannot delete audit events" "$broker" \
+	"permission denied for table audit_events" "
+	delete from fleetgate.audit_events where broker_id = '$pbroker'"
+expect_error "broker cannot change the persist settings" "$broker" \
+	"permission denied for table persist_settings" "
+	update fleetgate.persist_settings set readings_keep = '1 day'"
+expect_error "broker cannot run drop_old_readings" "$broker" \
+	"permission denied for function drop_old_readings" "
+	select fleetgate.drop_old_readings('1 day')"
+expect_error "broker cannot run purge_audit_events" "$broker" \
+	"permission denied for function purge_audit_events" "
+	select fleetgate.purge_audit_events()"
+# The first call may create a partition (an interval may have begun since
+# the migration); a second one must not.
+expect_value "broker can call ensure_reading_partitions" "$broker" "t" "
+	select fleetgate.ensure_reading_partitions() >= 0"
+expect_value "ensure_reading_partitions called again creates no partition" \
+	"$broker" "0" "select fleetgate.ensure_reading_partitions()"
+
+expect_value "admin can read readings" "$admin" "$pbroker|1|$dev|$muni|1" "
+	select broker_id || '|' || seq || '|' || device_id || '|' ||
+	       municipality_id || '|' || (payload->>'level')
+	from fleetgate.readings where broker_id = '$pbroker' and seq = 1"
+expect_error "admin cannot insert readings" "$admin" \
+	"permission denied for table readings" "
+	insert into fleetgate.readings $readings_columns
+	values $(reading_values 3 "now()")"
+expect_error "admin cannot delete readings" "$admin" \
+	"permission denied for table readings" "
+	delete from fleetgate.readings where broker_id = '$pbroker'"
+readings_keep=$(q "$superuser" \
+	"select readings_keep from fleetgate.persist_settings")
+expect_value "admin can change readings_keep" "$admin" "400 days" "
+	update fleetgate.persist_settings set readings_keep = '400 days';
+	select readings_keep from fleetgate.persist_settings"
+q "$superuser" "update fleetgate.persist_settings
+	set readings_keep = '$readings_keep'" >/dev/null
+expect_error "admin cannot change audit_keep_minimum" "$admin" \
+	"permission denied for table persist_settings" "
+	update fleetgate.persist_settings set audit_keep_minimum = '1 day'"
+expect_error "the settings table holds one row" "$superuser" \
+	"persist_settings_pkey|persist_settings_one_row" "
+	insert into fleetgate.persist_settings (only_row) values (true)"
+
+# Partitions for a far-future date, where no partition exists yet: a row
+# received then first lands in readings_default and is moved.
+# drop_partitions FROM TO: drop the partitions that start in [FROM, TO),
+# left by an earlier run in a shared database or by this one.
+drop_partitions() {
+	q "$superuser" "do \$\$
+	declare p record;
+	begin
+	    for p in select name from fleetgate.reading_partitions
+	             where from_at >= '$1' and from_at < '$2' loop
+	        execute format('drop table fleetgate.%I', p.name);
+	        delete from fleetgate.reading_partitions where name = p.name;
+	    end loop;
+	end \$\$" >/dev/null
+}
+
+future=2999-06-15
+drop_partitions 2999-01-01 3001-01-01
+expect_value "a reading with no partition for its date lands in readings_default" \
+	"$superuser" "fleetgate.readings_default" "
+	insert into fleetgate.readings $readings_columns
+	values $(reading_values 4 "'$future 12:00:00+00'");
+	select tableoid::regclass from fleetgate.readings
+	where broker_id = '$pbroker' and seq = 4"
+ahead=$(q "$superuser" "select partitions_ahead + 1
+	from fleetgate.persist_settings")
+expect_value "ensure_reading_partitions creates the partitions for a far-future date" \
+	"$broker" "$ahead" "
+	select fleetgate.ensure_reading_partitions('$future 12:00:00+00')"
+expect_value "ensure_reading_partitions for the same date again creates none" \
+	"$broker" "0" "
+	select fleetgate.ensure_reading_partitions('$future 12:00:00+00')"
+future_part=$(q "$superuser" "select name from fleetgate.reading_partitions
+	where from_at <= '$future 12:00:00+00' and to_at > '$future 12:00:00+00'")
+expect_value "the row in readings_default moved into the new partition" \
+	"$superuser" "fleetgate.$future_part|0" "
+	select (select tableoid::regclass from fleetgate.readings
+	        where broker_id = '$pbroker' and seq = 4) || '|' ||
+	       (select count(*) from fleetgate.readings_default
+	        where broker_id = '$pbroker' and seq = 4)"
+expect_error "the new partition enforces the primary key" "$broker" \
+	"duplicate key value violates unique constraint" "
+	insert into fleetgate.readings $readings_columns
+	values $(reading_values 4 "'$future 12:00:00+00'")"
+drop_partitions 2999-01-01 3001-01-01
+
+# Partitions in the past, for drop_old_readings: 2001-01 and the next ones.
+old=2001-01-15
+drop_partitions 2000-01-01 2002-01-01
+expect_value "ensure_reading_partitions creates partitions for a past date" \
+	"$admin" "$ahead" "
+	select fleetgate.ensure_reading_partitions('$old 00:00:00+00')"
+old_parts=$(q "$superuser" "select string_agg(name, ',' order by from_at)
+	from fleetgate.reading_partitions where from_at < '2002-01-01'")
+first_old=${old_parts%%,*}
+cut_at=$(q "$superuser" "select to_at + interval '1 hour'
+	from fleetgate.reading_partitions where name = '$first_old'")
+expect_ok "a reading in the oldest past partition is stored" "$superuser" "
+	insert into fleetgate.readings $readings_columns
+	values $(reading_values 5 "'$old 00:00:00+00'")"
+expect_value "drop_old_readings drops only partitions entirely older than keep" \
+	"$admin" "$first_old" "
+	select * from fleetgate.drop_old_readings(now() - '$cut_at'::timestamptz)"
+expect_value "the dropped partition's rows and registry entry are gone" \
+	"$superuser" "0|0|${old_parts#*,}" "
+	select (select count(*) from fleetgate.readings
+	        where broker_id = '$pbroker' and seq = 5) || '|' ||
+	       (select count(*) from pg_class where relname = '$first_old'
+	        and relnamespace = 'fleetgate'::regnamespace) || '|' ||
+	       (select string_agg(name, ',' order by from_at)
+	        from fleetgate.reading_partitions where from_at < '2002-01-01')"
+expect_value "the current partition and its readings survive drop_old_readings" \
+	"$superuser" "1|1" "
+	select (select count(*) from fleetgate.reading_partitions
+	        where from_at <= now() and to_at > now()) || '|' ||
+	       (select count(*) from fleetgate.readings
+	        where broker_id = '$pbroker' and seq = 1)"
+expect_value "drop_old_readings drops the rest once they are old enough" \
+	"$admin" "${old_parts#*,}" "
+	select string_agg(n, ',')
+	from fleetgate.drop_old_readings(now() - '2002-01-01'::timestamptz) n"
+
+# Audit retention.
+q "$superuser" "
+	insert into fleetgate.audit_events (at, broker_id, source, event)
+	values (now() - interval '30 years', '$pbroker', 'persist', 'sqltest-old'),
+	       (now() - interval '2 days', '$pbroker', 'persist', 'sqltest-new')
+" >/dev/null
+expect_error "purge_audit_events refuses a keep shorter than audit_keep_minimum" \
+	"$admin" "audit events are kept at least" "
+	select fleetgate.purge_audit_events('1 day')"
+audit_keep=$(q "$superuser" "select audit_keep from fleetgate.persist_settings")
+expect_error "purge_audit_events refuses an audit_keep setting below the minimum" \
+	"$admin" "audit events are kept at least" "
+	update fleetgate.persist_settings set audit_keep = '1 day';
+	select fleetgate.purge_audit_events()"
+q "$superuser" "update fleetgate.persist_settings
+	set audit_keep = '$audit_keep'" >/dev/null
+expect_value "purge_audit_events deletes only rows older than keep" "$admin" \
+	"1"$'\n'"sqltest-new" "
+	select fleetgate.purge_audit_events('29 years');
+	select string_agg(event, ',') from fleetgate.audit_events
+	where broker_id = '$pbroker'"
+# The error rolls the insert back with the delete: nothing old is left.
+expect_error "outside purge_audit_events the superuser still cannot delete old audit rows" \
+	"$superuser" "append-only: DELETE refused" "
+	insert into fleetgate.audit_events (at, broker_id, source, event)
+	values (now() - interval '30 years', '$pbroker', 'persist', 'sqltest-old');
+	delete from fleetgate.audit_events
+	where broker_id = '$pbroker' and event = 'sqltest-old'"
+expect_error "admin cannot delete audit rows either" "$admin" \
+	"permission denied for table audit_events" "
+	delete from fleetgate.audit_events where broker_id = '$pbroker'"
+expect_value "the audit rows refused deletion are still there" "$superuser" \
+	"sqltest-new" "
+	select string_agg(event, ',') from fleetgate.audit_events
+	where broker_id = '$pbroker'"
+
+expect_error "drop_old_readings refuses a keep that is not positive" "$admin" \
+	"keep must be positive" "select fleetgate.drop_old_readings('-1 day')"
+expect_error "readings_keep cannot be set to zero or less" "$admin" \
+	"persist_settings_readings_keep_positive" "
+	update fleetgate.persist_settings set readings_keep = '0'"
+
 # Summary ------------------------------------------------------------------
 
 printf '1..%d\n' "$test_count"

@@ -12,6 +12,7 @@
 #include <mosquitto.h>
 
 #include "acl.h"
+#include "unit_run.h"
 
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -731,11 +732,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? 0 : 1;
+	return unit_run(suite());
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "acl_cases.h"
+#include "unit_run.h"
 
 /* Any well-formed hash: the acl plugin never looks at it. */
 static const char HASH[] = "$7$101$SmYvxLSDVDliPOav$gsiV7wzolJE6vz9E2VdRzS";
@@ -647,11 +648,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? 0 : 1;
+	return unit_run(suite());
 }

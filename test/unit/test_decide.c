@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "auth.h"
+#include "unit_run.h"
 
 #define NOW 1000000
 
@@ -337,11 +338,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? 0 : 1;
+	return unit_run(suite());
 }

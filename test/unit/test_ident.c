@@ -8,6 +8,7 @@
 
 #include "fg_ident.h"
 #include "fg_passwd.h"
+#include "unit_run.h"
 
 static const char HEX[] =
     "ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef56ab12cd34ef560099";
@@ -211,11 +212,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? 0 : 1;
+	return unit_run(suite());
 }

@@ -14,6 +14,7 @@
 #include "fg_opts.h"
 #include "fg_registry.h"
 #include "fg_runtime.h"
+#include "unit_run.h"
 
 static fg_fingerprint fp_of(int n)
 {
@@ -316,11 +317,5 @@ static Suite *suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? 0 : 1;
+	return unit_run(suite());
 }
