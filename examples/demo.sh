@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # demo.sh: a simulated fleet spread over two brokers with the fleetgate
-# auth plugin and one PostgreSQL, from nothing (`make demo`).
+# fleetgate plugins and one PostgreSQL, from nothing (`make demo`).
 #
 # It starts a private PostgreSQL cluster with the fleetgate schema and two
 # mosquitto brokers, north and south, each with the auth plugin against
@@ -29,7 +29,13 @@
 #     subscriptions of both brokers (publishing every 100 ms, the time
 #     from the commit to the first withheld message is measured); and the
 #     acl audit rows. The brokers are not bridged: a message reaches only
-#     the subscribers of the broker it was published on.
+#     the subscribers of the broker it was published on;
+#   - with the persist plugin on both brokers, storing water/+/+/flow (the
+#     acl steps' text messages on .../readings stay unstored): every device
+#     publishes DEMO_READINGS numbered QoS 1 flow readings while
+#     PostgreSQL is stopped for
+#     2 s in the middle; every acknowledged reading is stored exactly once,
+#     under the device and municipality of its certificate.
 # Output is plain text; the checks are TAP lines ("ok N - ..."). Exit
 # status 0 when every expected outcome happened, 1 otherwise. Everything
 # it started is stopped at exit, by PID. FG_KEEP=1 keeps the files.
@@ -41,6 +47,7 @@ repo=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 . "$repo/test/bench/benchlib.sh"
 
 : "${DEMO_PER_MUNI:=12}"
+: "${DEMO_READINGS:=100}"
 munis=(riverton lakeside)
 brokers=(north south)
 # Which broker each municipality's devices connect to.
@@ -189,8 +196,8 @@ audit_table "select municipality_id as municipality, count(*) as devices,
 say "    accounts: $(fg_psql_super "select string_agg(username || ' (' || role || ')', ', ')
 	from fleetgate.accounts")"
 
-step "Starting two brokers, ${brokers[0]} and ${brokers[1]}, with the auth and acl" \
-	"plugins and the same database"
+step "Starting two brokers, ${brokers[0]} and ${brokers[1]}, with the auth, acl and" \
+	"persist plugins and the same database"
 # The acl plugin after the auth plugin, its options spelled out.
 acl_conf=(
 	"plugin $FG_BUILD/fleetgate_acl.so"
@@ -200,7 +207,11 @@ acl_conf=(
 # Nothing is shared between the brokers but PostgreSQL: each has its own
 # config, ports, log and registry snapshot file, and its own broker_id.
 for b in "${brokers[@]}"; do
-	fg_broker_start "$b" "${acl_conf[@]}" || fg_bail "broker $b did not start"
+	fg_broker_start "$b" "${acl_conf[@]}" \
+		"plugin $FG_BUILD/fleetgate_persist.so" \
+		"plugin_opt_topics water/+/+/flow" \
+		"plugin_opt_journal_dir $FG_TMP/$b.journal" ||
+		fg_bail "broker $b did not start"
 done
 for b in "${brokers[@]}"; do
 	fg_wait_log "$b" 'registry loaded from database' 10 ||
@@ -657,6 +668,55 @@ is "$a_recv" north:receive,south:receive \
 	"the withheld readings are audited by both brokers as receive denials"
 n_acl=$(fg_psql_super "select count(*) from fleetgate.audit_events where source = 'acl'")
 
+# ---------------------------------------------------------- readings ----
+step "Readings: every device publishes $DEMO_READINGS numbered QoS 1 readings;" \
+	"PostgreSQL is stopped for 2 s in the middle"
+readers=()
+for dev in "${BENCH_DEVICES[@]}"; do
+	[[ $dev == "$victim" || $dev == "$suspended" ]] && continue
+	b=${home[${BENCH_MUNI[$dev]}]}
+	"$FG_BUILD/tools/fg_oracle" --host 127.0.0.1 --port "${FG_TLS_PORT[$b]}" \
+		--cafile "$FG_CERTS/ca.crt" --cert "$FG_CERTS/$dev.crt" \
+		--key "$FG_CERTS/$dev.key" --id "$dev" --last "$DEMO_READINGS" \
+		--topic "water/${BENCH_MUNI[$dev]}/$dev/flow" --rate 50 \
+		--deadline 60 -o "$FG_TMP/$dev.acked" >"$FG_TMP/$dev.oracle" 2>&1 &
+	fg_track $!
+	readers+=("$dev:$!")
+done
+sleep 1
+fg_pg_stop || fg_bail "PostgreSQL did not stop"
+say "  PostgreSQL stopped; the brokers keep acknowledging into their journals"
+sleep 2
+fg_pg_resume || fg_bail "PostgreSQL did not start again"
+say "  PostgreSQL started again"
+acked_total=0
+all_acked=1
+for r in "${readers[@]}"; do
+	wait "${r#*:}" || all_acked=0
+	acked_total=$((acked_total + $(grep -c . "$FG_TMP/${r%%:*}.acked")))
+done
+ok "((all_acked == 1))" "every device had all $DEMO_READINGS readings acknowledged"
+expected=$((${#readers[@]} * DEMO_READINGS))
+demo_rows() { fg_psql_super "select count(*) from fleetgate.readings"; }
+demo_caught_up() { (($(demo_rows) >= expected)); }
+fg_wait_until 30 demo_caught_up || true
+exact=0
+for r in "${readers[@]}"; do
+	dev=${r%%:*}
+	fg_psql_super "select payload->>'n' from fleetgate.readings
+		where device_id = '$dev'" >"$FG_TMP/$dev.stored"
+	bash "$repo/test/oracle-check.sh" "$FG_TMP/$dev.acked" \
+		"$FG_TMP/$dev.stored" >/dev/null 2>&1 && exact=$((exact + 1))
+done
+ok "((exact == ${#readers[@]}))" \
+	"every acknowledged reading of every device is stored exactly once ($exact of ${#readers[@]} devices)"
+say "  readings stored, per broker and municipality (from the authenticated identity):"
+audit_table "select broker_id as broker, municipality_id as municipality,
+	count(*) as readings, count(distinct device_id) as devices,
+	min(received_at)::time(0) as first, max(received_at)::time(0) as last
+	from fleetgate.readings group by 1, 2 order by 1, 2"
+readings_stored=$(demo_rows)
+
 for b in "${brokers[@]}"; do
 	fg_broker_stop "$b"
 done
@@ -684,6 +744,8 @@ say "  acl:        north: ${acl_seen[north]}; south: ${acl_seen[south]};" \
 say "  acl edit:   deny rule stopped delivery on north ${acl_stop[north]} ms," \
 	"south ${acl_stop[south]} ms after the commit (limit $acl_limit_ms ms);" \
 	"$n_acl acl audit rows (${a_recv:-no receive denial row})"
+say "  readings:   $acked_total acknowledged, $readings_stored stored (each once)," \
+	"through a 2 s PostgreSQL outage"
 if ((FG_T_FAILED == 0)); then
 	say "  result:     every expected outcome happened"
 else
