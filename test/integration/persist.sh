@@ -17,6 +17,9 @@ fg_setup
 [[ -f $FG_BUILD/fleetgate_persist.so ]] ||
 	fg_bail "$FG_BUILD/fleetgate_persist.so is not built: run make"
 ORACLE=$FG_BUILD/tools/fg_oracle
+# Brokers started directly (not through fg_broker_start) need the
+# sanitizer runtimes too under make asan.
+mapfile -t SAN_ENV < <(fg_sanitizer_env)
 CHECK=$FG_ROOT/test/oracle-check.sh
 
 fg_pg_start || fg_bail "PostgreSQL did not start"
@@ -359,6 +362,16 @@ oracle_check o8 "broker SIGKILLed during load"
 ok 'fg_log_has L1 "fleetgate-persist: started .*journal_backlog="' \
 	"the restarted broker reports its journal backlog"
 
+# QoS 2 through a SIGKILL: the publisher resends its unfinished QoS 2
+# messages on the new connection, and none is stored twice.
+oracle_bg o12 L1 6000 --rate 2000 --qos 2
+sleep 1.5
+fg_broker_kill L1
+sleep 0.5
+fg_broker_restart L1 || fg_bail "broker L1 did not start after SIGKILL"
+oracle_done o12 "QoS 2, broker SIGKILLed: every reading completed"
+oracle_check o12 "QoS 2, broker SIGKILLed during load"
+
 # PostgreSQL and the broker down together.
 oracle_bg o9 L1 8000 --rate 1000
 sleep 1.5
@@ -371,6 +384,23 @@ fg_pg_resume || fg_bail "PostgreSQL did not start again"
 oracle_done o9 "PostgreSQL and broker down together: every reading acknowledged"
 oracle_check o9 "PostgreSQL and broker down together"
 fg_broker_stop L1
+
+# fsync always and never store the same way (the difference is what a
+# power cut could take, which no test here can cut).
+for policy in always never; do
+	start_persist "F$policy" "plugin_opt_fsync $policy" ||
+		fg_bail "broker F$policy did not start"
+	fg_wait_registry "F$policy" || true
+	ok 'fg_log_has "F$policy" "fleetgate-persist: started .*fsync=$policy"' \
+		"fsync $policy: the policy is in force"
+	dev=o1
+	[[ $policy == never ]] && dev=o2
+	oracle_bg "$dev" "F$policy" 101000 --first 100001
+	oracle_done "$dev" "fsync $policy: every reading acknowledged"
+	fg_broker_stop "F$policy"
+done
+is "$(rows "device_id in ('o1', 'o2') and (payload->>'n')::int > 100000")" 2000 \
+	"fsync always and never: every reading stored"
 
 # Journal budget exhausted while PostgreSQL is down: with pushback the
 # publisher is disconnected before its reading is acknowledged, and sends
@@ -450,7 +480,8 @@ is "$(fg_psql_super "select count(*) - count(distinct (broker_id, seq))
 	echo "plugin_opt_topics water/#"
 	echo "plugin_opt_journal_dir $FG_TMP/T1.journal"
 } >"$FG_TMP/shared.conf"
-out=$(timeout 20 mosquitto -c "$FG_TMP/shared.conf" 2>&1) && rc=0 || rc=$?
+out=$(timeout 20 env "${SAN_ENV[@]}" mosquitto -c "$FG_TMP/shared.conf" 2>&1) &&
+	rc=0 || rc=$?
 like "$out" "fleetgate-persist: cannot start: journal .*T1.journal is in use by another process" \
 	"a second broker on a journal in use refuses to start, and says why"
 fg_broker_stop T1
@@ -496,7 +527,7 @@ start_fails() {
 		echo "plugin_opt_db_conninfo host=$PGHOST port=$PGPORT dbname=$PGDATABASE user=fg_broker"
 		printf '%s\n' "$@"
 	} >"$conf"
-	out=$(timeout 20 mosquitto -c "$conf" 2>&1) || rc=$?
+	out=$(timeout 20 env "${SAN_ENV[@]}" mosquitto -c "$conf" 2>&1) || rc=$?
 	if [[ $rc -ne 0 && $rc -ne 124 ]] && [[ $out =~ $re ]]; then
 		pass "$desc"
 	else
