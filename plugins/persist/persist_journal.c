@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -54,6 +55,9 @@ struct journal {
 	/* broker thread */
 	int wfd;
 	uint64_t wseg;
+	unsigned char *map; /* the current segment, mapped for appending */
+	size_t map_len;     /* its preallocated size */
+	size_t wsize;       /* bytes of whole entries in it */
 	uint64_t next_seq;
 	unsigned char *dbuf, *ebuf;
 	size_t dlen, dcap, ecap;
@@ -573,6 +577,20 @@ int journal_next(struct journal *j, struct journal_cursor *c,
 	}
 }
 
+/* Is the page at off (or what is left of the segment) all zero? */
+static bool all_zero(struct journal *j, uint64_t off, uint64_t avail)
+{
+	size_t n = (size_t)(avail - off < 4096 ? avail - off : 4096);
+	const unsigned char *p = reader_at(j, off, n, avail);
+
+	if (p == NULL)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (p[i] != 0)
+			return false;
+	return true;
+}
+
 /* Open-time recovery ------------------------------------------------------ */
 
 /* Scan the newest segment: find its last intact entry, cut anything torn
@@ -607,7 +625,17 @@ static int recover(struct journal *j, int64_t window_ms, journal_scan_fn scan,
 				c.offset += len;
 				good_end = c.offset;
 			} else {
-				c.offset++; /* resync byte by byte */
+				/* Resync byte by byte; the unused, zeroed end
+				 * of a segment the broker was appending to when
+				 * it died is passed a page at a time. */
+				const unsigned char *z =
+				    reader_at(j, c.offset, 1, j->segs[i].size);
+				c.offset += z != NULL && *z == 0 &&
+				                    c.offset % 4096 == 0 &&
+				                    all_zero(j, c.offset,
+				                             j->segs[i].size)
+				                ? 4096
+				                : 1;
 				continue;
 			}
 			if (r.seq > max_seq)
@@ -693,6 +721,7 @@ struct journal *journal_open(const struct journal_settings *s,
 	}
 	j->s = *s;
 	j->dirfd = j->lockfd = j->wfd = j->rfd = -1;
+	j->map = NULL;
 	pthread_mutex_init(&j->lock, NULL);
 	pthread_cond_init(&j->cond, NULL);
 	j->rbuf = malloc(RBUF_LEN);
@@ -737,6 +766,8 @@ fail:
 	return NULL;
 }
 
+static void finish_segment(struct journal *j);
+
 void journal_close(struct journal *j)
 {
 	char err[128];
@@ -747,11 +778,7 @@ void journal_close(struct journal *j)
 	 * segment is open for writing yet): write_out opens one. */
 	if (j->dlen > 0)
 		journal_flush(j, err, sizeof(err));
-	if (j->wfd >= 0) {
-		if (j->s.sync != JOURNAL_SYNC_NEVER)
-			fdatasync(j->wfd);
-		close(j->wfd);
-	}
+	finish_segment(j);
 	if (j->rfd >= 0)
 		close(j->rfd);
 	if (j->lockfd >= 0)
@@ -774,18 +801,64 @@ const char *journal_id(const struct journal *j)
 
 /* Appending --------------------------------------------------------------- */
 
-static int open_segment(struct journal *j, uint64_t id, char *err,
+/* Close the segment being appended to: its preallocated tail is cut, so
+ * that only the newest segment can end in unused space. */
+static void finish_segment(struct journal *j)
+{
+	if (j->map != NULL)
+		munmap(j->map, j->map_len);
+	if (j->wfd >= 0) {
+		/* If this fails, recovery at the next start cuts the tail. */
+		int rc = ftruncate(j->wfd, (off_t)j->wsize);
+		(void)rc;
+		if (j->s.sync != JOURNAL_SYNC_NEVER)
+			fdatasync(j->wfd);
+		close(j->wfd);
+	}
+	j->map = NULL;
+	j->map_len = 0;
+	j->wfd = -1;
+	j->wsize = 0;
+}
+
+/*
+ * Start segment id for appending: its space is allocated on disk first
+ * (so that a full disk is an error here, never a fault when the mapping is
+ * written) and mapped. Appending is then a copy into the page cache: the
+ * data belongs to the kernel at once, so it survives a SIGKILL of the
+ * broker exactly as a write(2) would, at a fraction of the cost.
+ */
+static int open_segment(struct journal *j, uint64_t id, size_t need, char *err,
                         size_t errlen)
 {
+	long page = sysconf(_SC_PAGESIZE);
+	size_t len = (size_t)j->s.segment_bytes;
 	char name[32];
-	int fd;
+	void *map;
+	int fd, e;
 
+	if (len < need)
+		len = need;
+	len = (len + (size_t)page - 1) / (size_t)page * (size_t)page;
+	finish_segment(j);
 	seg_name(name, sizeof(name), id);
-	fd = openat(j->dirfd, name, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
-	            0600);
+	fd = openat(j->dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		fg_seterr(err, errlen, "cannot create %s/%s: %s", j->s.dir,
 		          name, strerror(errno));
+		return -1;
+	}
+	e = posix_fallocate(fd, 0, (off_t)len);
+	map = e == 0 ? mmap(NULL, len, PROT_READ | PROT_WRITE,
+	                    MAP_SHARED | MAP_POPULATE, fd, 0)
+	             : MAP_FAILED;
+	if (map == MAP_FAILED) {
+		e = e != 0 ? e : errno;
+		fg_seterr(err, errlen,
+		          "cannot allocate %zu bytes for %s/%s: %s", len,
+		          j->s.dir, name, strerror(e));
+		unlinkat(j->dirfd, name, 0);
+		close(fd);
 		return -1;
 	}
 	if (j->s.sync != JOURNAL_SYNC_NEVER)
@@ -794,77 +867,49 @@ static int open_segment(struct journal *j, uint64_t id, char *err,
 	if (j->nsegs == 0 || j->segs[j->nsegs - 1].id != id) {
 		if (add_segment(j, id, 0, fg_time_ms()) != 0) {
 			pthread_mutex_unlock(&j->lock);
+			munmap(map, len);
 			close(fd);
 			fg_seterr(err, errlen, "out of memory");
 			return -1;
 		}
 	}
 	pthread_mutex_unlock(&j->lock);
-	if (j->wfd >= 0)
-		close(j->wfd);
 	j->wfd = fd;
 	j->wseg = id;
+	j->map = map;
+	j->map_len = len;
+	j->wsize = 0;
 	return 0;
 }
 
-static uint64_t current_size(struct journal *j)
+/* Copy iov (total bytes, entries first..last) into the current segment,
+ * starting a new one first when it has no room. */
+static int write_out(struct journal *j, const struct iovec *iov, int n,
+                     size_t total, uint64_t first, uint64_t last, char *err,
+                     size_t errlen)
 {
-	uint64_t size;
+	size_t at;
 
-	pthread_mutex_lock(&j->lock);
-	size = j->nsegs > 0 && j->segs[j->nsegs - 1].id == j->wseg
-	           ? j->segs[j->nsegs - 1].size
-	           : 0;
-	pthread_mutex_unlock(&j->lock);
-	return size;
-}
-
-/* Write iov (total bytes, entries first..last) to the current segment,
- * rotating first when it is full. A short write is cut back so that the
- * segment never holds half an entry that later entries follow. */
-static int write_out(struct journal *j, struct iovec *iov, int n, size_t total,
-                     uint64_t first, uint64_t last, char *err, size_t errlen)
-{
-	uint64_t size = j->wfd >= 0 ? current_size(j) : 0;
-	size_t done = 0;
-
-	if (j->wfd < 0 || (size > 0 && size + total > j->s.segment_bytes)) {
-		if (j->wfd >= 0 && j->s.sync == JOURNAL_SYNC_ALWAYS)
-			fdatasync(j->wfd);
-		if (open_segment(j, first, err, errlen) != 0)
+	if (j->map == NULL || j->wsize + total > j->map_len) {
+		if (open_segment(j, first, total, err, errlen) != 0)
 			return -1;
-		size = 0;
 	}
-	while (done < total) {
-		ssize_t w = writev(j->wfd, iov, n);
+	at = j->wsize;
+	for (int i = 0; i < n; i++) {
+		memcpy(j->map + at, iov[i].iov_base, iov[i].iov_len);
+		at += iov[i].iov_len;
+	}
+	if (j->s.sync == JOURNAL_SYNC_ALWAYS) {
+		long page = sysconf(_SC_PAGESIZE);
+		size_t from = j->wsize / (size_t)page * (size_t)page;
 
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0) {
-			int e = w < 0 ? errno : EIO;
-			if (done > 0 && ftruncate(j->wfd, (off_t)size) != 0)
-				e = errno;
-			fg_seterr(err, errlen, "journal write failed in %s: %s",
-			          j->s.dir, strerror(e));
+		if (msync(j->map + from, at - from, MS_SYNC) != 0) {
+			fg_seterr(err, errlen, "journal sync failed in %s: %s",
+			          j->s.dir, strerror(errno));
 			return -1;
 		}
-		done += (size_t)w;
-		/* Move iov past what was written. */
-		while (n > 0 && (size_t)w >= iov->iov_len) {
-			w -= (ssize_t)iov->iov_len;
-			iov++;
-			n--;
-		}
-		if (n > 0) {
-			iov->iov_base = (char *)iov->iov_base + w;
-			iov->iov_len -= (size_t)w;
-		}
 	}
-	if (j->s.sync == JOURNAL_SYNC_ALWAYS && fdatasync(j->wfd) != 0) {
-		fg_seterr(err, errlen, "journal fdatasync failed in %s: %s",
-		          j->s.dir, strerror(errno));
-		return -1;
-	}
+	j->wsize = at;
 	pthread_mutex_lock(&j->lock);
 	j->segs[j->nsegs - 1].size += total;
 	j->disk_bytes += total;
