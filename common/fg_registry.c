@@ -25,6 +25,9 @@ struct fg_registry {
 	struct fg_rule *rules;
 	size_t nrules, cap_rules;
 	bool has_rules;
+	struct fg_limit *limits;
+	size_t nlimits, cap_limits;
+	bool has_limits;
 
 	struct index by_device, by_cert, by_account;
 	bool finalised;
@@ -95,6 +98,9 @@ void fg_registry_free(struct fg_registry *reg)
 		free(reg->rules[i].pattern);
 	}
 	free(reg->rules);
+	for (i = 0; i < reg->nlimits; i++)
+		free(reg->limits[i].scope);
+	free(reg->limits);
 	free(reg->devices);
 	free(reg->certs);
 	free(reg->accounts);
@@ -232,6 +238,66 @@ bool fg_registry_has_rules(const struct fg_registry *reg)
 void fg_registry_set_has_rules(struct fg_registry *reg, bool has)
 {
 	reg->has_rules = has;
+}
+
+int fg_registry_add_limit(struct fg_registry *reg, enum fg_limit_scope kind,
+                          const char *scope, int64_t messages, int64_t bytes,
+                          int64_t window_s, int64_t burst)
+{
+	struct fg_limit *l;
+	bool failed = false;
+
+	if (reg->finalised || (scope == NULL) != (kind == FG_LIMIT_GLOBAL) ||
+	    grow((void **)&reg->limits, &reg->cap_limits, reg->nlimits,
+	         sizeof(*l)) != 0)
+		return -1;
+	l = &reg->limits[reg->nlimits];
+	l->scope = dup_or_null(scope, &failed);
+	if (failed)
+		return -1;
+	l->kind = kind;
+	l->messages = messages;
+	l->bytes = bytes;
+	l->window_s = window_s;
+	l->burst = burst;
+	reg->nlimits++;
+	reg->has_limits = true;
+	return 0;
+}
+
+const struct fg_limit *fg_registry_limits(const struct fg_registry *reg,
+                                          size_t *n)
+{
+	*n = reg->nlimits;
+	return reg->limits;
+}
+
+bool fg_registry_has_limits(const struct fg_registry *reg)
+{
+	return reg->has_limits;
+}
+
+void fg_registry_set_has_limits(struct fg_registry *reg, bool has)
+{
+	reg->has_limits = has;
+}
+
+int fg_limit_scope_parse(const char *s, enum fg_limit_scope *out)
+{
+	static const char *const names[] = {
+	    [FG_LIMIT_GLOBAL] = "global",
+	    [FG_LIMIT_MUNICIPALITY] = "municipality",
+	    [FG_LIMIT_DEVICE] = "device",
+	};
+	int i;
+
+	for (i = 0; s != NULL && i < 3; i++) {
+		if (strcmp(s, names[i]) == 0) {
+			*out = (enum fg_limit_scope)i;
+			return 0;
+		}
+	}
+	return -1;
 }
 
 static const char *const rule_subjects[] = {

@@ -21,6 +21,19 @@ set -euo pipefail
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 repo=$(cd -- "$here/../.." && pwd)
 
+# The migration files in version order, the newest version, and what
+# migrate.sh prints when it applies some of them: the cases below hold for
+# whatever migrations the repository has.
+mapfile -t migration_files < <(cd -- "$repo/sql" && printf '%s\n' \
+	[0-9][0-9][0-9]_*.sql | sort)
+newest_version=$((10#${migration_files[-1]:0:3}))
+applied_lines() {
+	local f
+	for f in "$@"; do
+		printf 'migrate: applied %s (version %d)\n' "$f" "$((10#${f:0:3}))"
+	done
+}
+
 standalone=0
 case ${1:-} in
 --standalone) standalone=1 ;;
@@ -183,7 +196,8 @@ echo "# run id $run_id on $PGHOST:$PGPORT/$PGDATABASE"
 
 # Schema -------------------------------------------------------------------
 
-expect_value "the registry is at schema version 2" "$superuser" 2 \
+expect_value "the registry is at the newest schema version" "$superuser" \
+	"$newest_version" \
 	"select max(version) from fleetgate.schema_version"
 
 # Broker privileges --------------------------------------------------------
@@ -772,6 +786,63 @@ expect_error "admin cannot truncate acl rules (it would bypass the audit)" \
 	"$admin" "permission denied for table acl_rules" \
 	"truncate fleetgate.acl_rules"
 
+# Rate limits (004) ----------------------------------------------------------
+
+expect_value "migration 004 gives every device a global default budget" \
+	"$superuser" "60|1048576|60|60" "
+	select concat_ws('|', messages_per_window, bytes_per_window, window_s,
+	                 burst)
+	from fleetgate.rate_limits where scope_kind = 'global'"
+if out=$(sql "$admin" -c "listen fleetgate_registry" -c "
+	select fleetgate.set_rate_limit('device', '$dev', 10, null, 1, 0)"); then
+	if grep -q 'Asynchronous notification "fleetgate_registry"' <<<"$out"; then
+		pass "a rate limit change notifies the brokers"
+	else
+		fail "a rate limit change notifies the brokers" "got: $out"
+	fi
+else
+	fail "a rate limit change notifies the brokers" "output: $out"
+fi
+expect_value "a device limit inherits what it leaves NULL" "$broker" \
+	"10||1|0" "
+	select concat_ws('|', messages_per_window, coalesce(bytes_per_window::text, ''),
+	                 window_s, burst)
+	from fleetgate.rate_limits where scope_kind = 'device' and scope = '$dev'"
+expect_ok "set_rate_limit replaces the row of a scope" "$admin" "
+	select fleetgate.set_rate_limit('device', '$dev', 20, 5000, 2, 5)"
+expect_value "the rate limit change is audited" "$superuser" \
+	"rate_limits_update|[\"burst\", \"bytes_per_window\", \"messages_per_window\", \"window_s\"]" "
+	select event || '|' || (detail->'changed')::text
+	from fleetgate.audit_events
+	where source = 'admin' and event like 'rate_limits_%'
+	order by id desc limit 1"
+expect_error "a zero budget is refused" "$admin" "limits must be positive" "
+	select fleetgate.set_rate_limit('device', '$dev', 0, null, null, null)"
+expect_error "a device limit needs a device" "$admin" \
+	"scope must be NULL exactly for the global limit" "
+	select fleetgate.set_rate_limit('device', null, 5, null, null, null)"
+expect_error "an unknown scope kind is refused" "$admin" \
+	"unknown scope kind 'fleet'" "
+	select fleetgate.set_rate_limit('fleet', 'x', 5, null, null, null)"
+expect_error "a window over a day is refused by the table too" "$admin" \
+	"rate_limits_window_range" "
+	update fleetgate.rate_limits set window_s = 86401
+	where scope_kind = 'device' and scope = '$dev'"
+expect_error "two rows for one scope are refused" "$admin" \
+	"duplicate key value violates unique constraint" "
+	insert into fleetgate.rate_limits (scope_kind, scope, messages_per_window)
+	values ('device', '$dev', 3)"
+expect_error "broker cannot change rate limits" "$broker" "permission denied" "
+	update fleetgate.rate_limits set messages_per_window = 1000000"
+expect_error "admin cannot truncate rate limits (it would bypass the audit)" \
+	"$admin" "permission denied for table rate_limits" \
+	"truncate fleetgate.rate_limits"
+expect_ok "clear_rate_limit removes a scope's row" "$admin" "
+	select fleetgate.clear_rate_limit('device', '$dev')"
+expect_error "clearing a scope without a row says so" "$admin" \
+	"no rate limit for 'device'" "
+	select fleetgate.clear_rate_limit('device', '$dev')"
+
 # migrate.sh ---------------------------------------------------------------
 
 migrate=$repo/sql/migrate.sh
@@ -796,15 +867,16 @@ first=$(PGDATABASE=$scratch_db "$migrate" 2>&1) && first_rc=0 || first_rc=$?
 second=$(PGDATABASE=$scratch_db "$migrate" 2>&1) && second_rc=0 || second_rc=$?
 versions=$(PGDATABASE=$scratch_db q "$superuser" \
 	"select string_agg(version::text, ',') from fleetgate.schema_version")
-if [[ $first_rc == 0 && $first == "migrate: applied 001_registry.sql (version 1)
-migrate: applied 002_acl.sql (version 2)" ]]; then
+if [[ $first_rc == 0 && $first == "$(applied_lines "${migration_files[@]}")" ]]; then
 	pass "migrate.sh migrates an empty database"
 else
 	fail "migrate.sh migrates an empty database" "exit $first_rc" "$first"
 fi
 if [[ $second_rc == 0 && $second == *"skipped 001_registry.sql"* &&
 	$second == *"skipped 002_acl.sql"* &&
-	$second != *"migrate: applied"* && $versions == 1,2 ]]; then
+	$second != *"migrate: applied"* &&
+	$versions == "$(printf '%s\n' "${migration_files[@]}" |
+		sed 's/^0*\([0-9][0-9]*\)_.*/\1/' | paste -sd,)" ]]; then
 	pass "migrate.sh run twice is idempotent"
 else
 	fail "migrate.sh run twice is idempotent" "exit $second_rc" "$second" \
@@ -841,7 +913,7 @@ PGDATABASE=$scratch_v1 sql "$superuser" -f "$repo/sql/001_registry.sql" \
 	>/dev/null
 out=$(PGDATABASE=$scratch_v1 "$migrate" 2>&1) && rc=0 || rc=$?
 if [[ $rc == 0 && $out == "migrate: skipped 001_registry.sql (version 1 already applied)
-migrate: applied 002_acl.sql (version 2)" ]]; then
+$(applied_lines "${migration_files[@]:1}")" ]]; then
 	pass "migrate.sh applies 002 on top of a database at version 1"
 else
 	fail "migrate.sh applies 002 on top of a database at version 1" \
@@ -849,33 +921,36 @@ else
 fi
 PGDATABASE=$scratch_v1 expect_value \
 	"the database migrated from version 1 has an empty acl_rules table" \
-	"$superuser" "2|0" "
+	"$superuser" "$newest_version|0" "
 	select (select max(version) from fleetgate.schema_version) || '|' ||
 	       (select count(*) from fleetgate.acl_rules)"
 
 expect_error "a later migration refuses to run before its predecessor" \
-	"$superuser" "migration 004 needs the database at version 3, but it is at" \
-	"begin; call fleetgate.assert_migration(4); rollback"
+	"$superuser" "migration $(printf %03d $((newest_version + 2))) needs the database at version $((newest_version + 1)), but it is at" \
+	"begin; call fleetgate.assert_migration($((newest_version + 2))); rollback"
 expect_error "a later migration refuses to run twice" "$superuser" \
 	"fleetgate migration 001 is already applied" \
 	"begin; call fleetgate.assert_migration(1); rollback"
 
 # A pending migration is applied after the ones already recorded.
 migrations_copy=$(mktemp -d "${TMPDIR:-/tmp}/fleetgate-sqltest-migrations.XXXXXX")
-cp "$migrate" "$repo/sql/001_registry.sql" "$repo/sql/002_acl.sql" \
-	"$migrations_copy/"
-cat >"$migrations_copy/003_sqltest.sql" <<'EOF'
+cp "$migrate" "${migration_files[@]/#/$repo/sql/}" "$migrations_copy/"
+pending_version=$((newest_version + 1))
+pending_file=$(printf '%03d_sqltest.sql' "$pending_version")
+cat >"$migrations_copy/$pending_file" <<EOF
 begin;
-call fleetgate.assert_migration(3);
+call fleetgate.assert_migration($pending_version);
 create table fleetgate.sqltest_pending (x int);
-insert into fleetgate.schema_version (version) values (3);
+insert into fleetgate.schema_version (version) values ($pending_version);
 commit;
 EOF
 out=$(PGDATABASE=$scratch_db "$migrations_copy/migrate.sh" 2>&1) && rc=0 || rc=$?
 rm -rf -- "$migrations_copy"
-if [[ $rc == 0 && $out == "migrate: skipped 001_registry.sql (version 1 already applied)
-migrate: skipped 002_acl.sql (version 2 already applied)
-migrate: applied 003_sqltest.sql (version 3)" ]]; then
+if [[ $rc == 0 && $out == "$(for f in "${migration_files[@]}"; do
+	printf 'migrate: skipped %s (version %d already applied)\n' "$f" \
+		"$((10#${f:0:3}))"
+done)
+$(applied_lines "$pending_file")" ]]; then
 	pass "migrate.sh applies only the pending migration"
 else
 	fail "migrate.sh applies only the pending migration" "exit $rc" "$out"
