@@ -242,13 +242,15 @@ static char *batch_json(struct queued_event *const *evs, size_t n)
 		add_str(o, "username", e->username);
 		add_str(o, "fingerprint", e->fingerprint);
 		add_str(o, "address", e->address);
-		if (e->topic[0] != '\0') {
+		/* A count without a topic: an aggregated event, such as
+		 * the messages a rate limit refused in one window. */
+		if (e->topic[0] != '\0' || e->count > 0) {
 			cJSON *d = cJSON_AddObjectToObject(o, "detail");
-			if (d != NULL) {
+			if (d != NULL && e->topic[0] != '\0')
 				cJSON_AddStringToObject(d, "topic", e->topic);
+			if (d != NULL)
 				cJSON_AddNumberToObject(d, "count",
 				                        (double)e->count);
-			}
 		}
 	}
 	out = arr ? cJSON_PrintUnformatted(arr) : NULL;
