@@ -74,6 +74,7 @@ enum rl_verdict {
 struct rl_closed {
 	int64_t win;
 	int64_t refused;
+	int64_t att_m, att_b; /* asked for since the last report */
 	unsigned hit;
 	int streak; /* windows in a row with refusals, this one included */
 };
@@ -93,6 +94,7 @@ struct rl_dev {
 	int64_t used_m, used_b;   /* accepted here */
 	int64_t allow_m, allow_b; /* accepted here at most */
 	int64_t refused;
+	int64_t att_m, att_b; /* asked for since the last report */
 	unsigned hit;
 	struct rl_fleet fm, fb;
 	int64_t prev_m; /* fleet total of the previous window, for the burst */
@@ -138,6 +140,15 @@ int64_t rl_message_cap(const struct rl_limits *lim, int64_t prev_m);
  */
 int64_t rl_allowance(int64_t cap, const struct rl_fleet *f,
                      const struct rl_policy *pol);
+
+/*
+ * Connects this broker may accept in the minute: the limit less what the
+ * other brokers counted at the last exchange (no claims: a cool-down must
+ * not start before the fleet went over); before the first exchange, the
+ * whole limit; without Redis, local_share of it. INT64_MAX: no limit.
+ */
+int64_t rl_connect_allowance(const struct rl_policy *pol,
+                             const struct rl_fleet *f);
 
 /* Recompute allow_m, allow_b and allow_c from the fleet view, the limits
  * and the policy (after an exchange, a limit change or a mode switch). */

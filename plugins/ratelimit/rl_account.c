@@ -65,13 +65,26 @@ int64_t rl_allowance(int64_t cap, const struct rl_fleet *f,
 	       share_of(cap - f->others - f->base, f->nbrokers, f->rank);
 }
 
+int64_t rl_connect_allowance(const struct rl_policy *pol,
+                             const struct rl_fleet *f)
+{
+	int64_t others;
+
+	if (pol->connect_max <= 0)
+		return INT64_MAX;
+	if (!pol->fleet || !f->known)
+		return rl_allowance(pol->connect_max, f, pol);
+	others = f->fleet_used - f->base;
+	return others < pol->connect_max ? pol->connect_max - others : 0;
+}
+
 void rl_dev_recompute(struct rl_dev *d, const struct rl_policy *pol)
 {
 	int64_t cap_m = rl_message_cap(&d->lim, d->prev_known ? d->prev_m : 0);
 
 	d->allow_m = rl_allowance(cap_m, &d->fm, pol);
 	d->allow_b = rl_allowance(d->lim.bytes, &d->fb, pol);
-	d->allow_c = rl_allowance(pol->connect_max, &d->fc, pol);
+	d->allow_c = rl_connect_allowance(pol, &d->fc);
 }
 
 static void fleet_reset(struct rl_fleet *f)
@@ -166,6 +179,8 @@ enum rl_verdict rl_dev_admit(struct rl_dev *d, int64_t len,
 	unsigned hit = 0;
 
 	(void)pol;
+	d->att_m++;
+	d->att_b += len;
 	if (d->lim.messages > 0 && d->used_m + 1 > d->allow_m)
 		hit |= RL_HIT_MESSAGES;
 	if (d->lim.bytes > 0 && d->used_b + len > d->allow_b)
@@ -196,7 +211,7 @@ enum rl_verdict rl_dev_connect(struct rl_dev *d, int64_t now_ms,
 		d->cwin = cw;
 		d->used_c = 0;
 		fleet_reset(&d->fc);
-		d->allow_c = rl_allowance(pol->connect_max, &d->fc, pol);
+		d->allow_c = rl_connect_allowance(pol, &d->fc);
 	}
 	d->used_c++;
 	if (d->used_c <= d->allow_c)
@@ -204,7 +219,8 @@ enum rl_verdict rl_dev_connect(struct rl_dev *d, int64_t now_ms,
 	/* Counting starts afresh after the cool-down, here and (through
 	 * the report) in Redis. */
 	d->cool_until_ms = now_ms + pol->cooldown_ms;
-	d->cool_started = d->used_c;
+	d->cool_started =
+	    d->used_c + (d->fc.known ? d->fc.fleet_used - d->fc.base : 0);
 	d->cool_report = true;
 	d->used_c = 0;
 	return RL_REFUSE_FLAPPING;

@@ -9,7 +9,7 @@
 #include "rl.h"
 #include "rl_redis.h"
 
-static void add_messages(struct rl_batch *b, const struct rl_dev *d)
+static void add_messages(struct rl_batch *b, struct rl_dev *d)
 {
 	struct rl_entry *e;
 
@@ -26,6 +26,9 @@ static void add_messages(struct rl_batch *b, const struct rl_dev *d)
 	e->b = d->used_b;
 	e->cap_a = rl_message_cap(&d->lim, d->prev_known ? d->prev_m : 0);
 	e->cap_b = d->lim.bytes;
+	e->dem_a = d->att_m;
+	e->dem_b = d->att_b;
+	d->att_m = d->att_b = 0;
 	e->flag = d->want_prev;
 }
 
@@ -99,6 +102,16 @@ static void apply_connects(struct rl_dev *d, const struct rl_entry *e,
 		             e->r_rank);
 }
 
+/* A device that connected more than once this minute may be connecting
+ * through other brokers too: keep asking Redis until the minute ends, so
+ * that this broker's view of the fleet's count stays fresh without a
+ * connect here. An ordinary device connects once and is not asked for. */
+static bool poll_connects(const struct rl_dev *d, int64_t now_ms)
+{
+	return d->used_c >= 2 && d->cool_until_ms <= now_ms &&
+	       rl_window_of(now_ms, RL_CONNECT_WINDOW_MS) == d->cwin;
+}
+
 void rl_exchange_apply(struct rl_devices *t, const struct rl_batch *b,
                        const struct rl_policy *pol, int64_t now_ms)
 {
@@ -120,10 +133,15 @@ void rl_exchange_apply(struct rl_devices *t, const struct rl_batch *b,
 			rl_devices_mark(t, d);
 			continue;
 		}
-		if (e->kind == 'm')
+		if (e->kind == 'm') {
 			apply_messages(d, e);
-		else
+		} else {
 			apply_connects(d, e, now_ms);
+			if (poll_connects(d, now_ms)) {
+				d->report_c = true;
+				rl_devices_mark(t, d);
+			}
+		}
 		rl_dev_recompute(d, pol);
 	}
 }

@@ -65,6 +65,17 @@ struct rl_plugin {
 };
 
 static int on_acl_check(int event, void *event_data, void *userdata);
+/* Whether this BASIC_AUTH re-checks a connected client (SIGHUP does that
+ * for all of them) rather than a new connect. An identity left offline
+ * (a persistent session) may belong to a freed client whose memory the
+ * new connection reuses: that is a connect. */
+static bool reauth(struct rl_plugin *p, const struct mosquitto *client)
+{
+	const struct fg_identity *who = fg_runtime_identity(p->rt, client);
+
+	return who != NULL && !who->gone && !who->offline;
+}
+
 static int on_basic_auth(int event, void *event_data, void *userdata);
 static int on_tick(int event, void *event_data, void *userdata);
 
@@ -228,8 +239,10 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 		return MOSQ_ERR_PLUGIN_DEFER;
 	if (d->refused == 1) {
 		note_client(d, who->client_id);
+		/* Once when a device goes over, not every window it stays
+		 * over: the audit rows have the counts. */
 		mosquitto_log_printf(
-		    MOSQ_LOG_NOTICE,
+		    d->streak == 0 ? MOSQ_LOG_NOTICE : MOSQ_LOG_DEBUG,
 		    RL_LOG " limit reached device=%s client_id=%s limit=%s "
 		           "accepted_here=%lld allowed_here=%lld window_s=%lld "
 		           "mode=%s",
@@ -277,9 +290,8 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	int64_t now;
 
 	(void)event;
-	if (p->pol.connect_max <= 0 ||
-	    fg_runtime_identity(p->rt, ed->client) != NULL)
-		return MOSQ_ERR_PLUGIN_DEFER; /* SIGHUP re-checks: no connect */
+	if (p->pol.connect_max <= 0 || reauth(p, ed->client))
+		return MOSQ_ERR_PLUGIN_DEFER;
 	name = device_of_client(p, ed->client);
 	if (name == NULL || (d = device(p, name)) == NULL)
 		return MOSQ_ERR_PLUGIN_DEFER; /* the auth plugin decides */

@@ -31,14 +31,17 @@
 /*
  * KEYS: two per entry. 'm': the window's hash, the previous window's
  * hash. 'c': the minute's hash of connects, the device's cool-down key.
- * ARGV: broker id, active_ms, connect_max, cooldown_ms, then seven per
- * entry: kind, a, b, cap_a, cap_b, ttl_s, flag (see rl_entry).
+ * ARGV: broker id, active_ms, connect_max, cooldown_ms, then nine per
+ * entry: kind, a, b, cap_a, cap_b, ttl_s, flag, demand_a, demand_b (see
+ * rl_entry).
  * Returns Redis's clock in ms, then six integers per entry (the answer
  * fields of rl_entry, in order).
  * Fields of a hash, each suffixed ":<broker id>": m b c counts of
- * messages, bytes and connects, M B C the broker's claims on them, t the
- * time of its last report. A broker that has not reported for active_ms
- * no longer claims more than it counted.
+ * messages, bytes and connects, M B the broker's claims on messages and
+ * bytes, t the time of its last report. A broker that has not reported
+ * for active_ms no longer claims more than it counted. Connects are not
+ * claimed: they are few and far between, and a cool-down must not start
+ * before the fleet as a whole went over the limit.
  */
 static const char SCRIPT[] =
     "local me, active = ARGV[1], tonumber(ARGV[2])\n"
@@ -78,15 +81,21 @@ static const char SCRIPT[] =
     "end\n"
     /* What a broker may accept in all, as rl_allowance() computes it:
      * its count plus its share of what the others' claims leave. */
-    "local function claim(cap, others, used, n, rank)\n"
+    "local function claim(cap, others, used, n, rank, demand)\n"
     "  local left = cap - others - used\n"
     "  if cap <= 0 or left <= 0 then return used end\n"
     "  local s = math.floor(left / n)\n"
     "  if rank < left % n then s = s + 1 end\n"
+    /* Alone, a broker may use what is left, but claims only what it
+     * needs soon, so that another broker the device turns up at (a
+     * reconnect elsewhere) is not refused for want of a share. */
+    "  if n == 1 then\n"
+    "    s = math.min(s, math.max(2 * demand, math.ceil(cap / 10)))\n"
+    "  end\n"
     "  return used + s\n"
     "end\n"
-    "for i = 0, (#ARGV - 4) / 7 - 1 do\n"
-    "  local a = 5 + i * 7\n"
+    "for i = 0, (#ARGV - 4) / 9 - 1 do\n"
+    "  local a = 5 + i * 9\n"
     "  local k1, k2 = KEYS[2 * i + 1], KEYS[2 * i + 2]\n"
     "  local r\n"
     "  if ARGV[a] == 'm' then\n"
@@ -113,8 +122,9 @@ static const char SCRIPT[] =
     "    ob = ob + pending * math.floor(capb / n)\n"
     /* The claim this broker will take when the answer arrives, stored
      * now: another broker's next exchange must not grow into it. */
-    "    redis.call('HSET', k1, 'M:' .. me, claim(capa, om, ua, n, rank),\n"
-    "               'B:' .. me, claim(capb, ob, ub, n, rank))\n"
+    "    redis.call('HSET', k1,\n"
+    "      'M:' .. me, claim(capa, om, ua, n, rank, tonumber(ARGV[a + 7])),\n"
+    "      'B:' .. me, claim(capb, ob, ub, n, rank, tonumber(ARGV[a + 8])))\n"
     "    local prev = -1\n"
     "    if ARGV[a + 6] == '1' then prev = sums(pby, 'm', 'M') end\n"
     "    r = {used, om, ob, n, rank, prev}\n"
@@ -126,16 +136,15 @@ static const char SCRIPT[] =
     "      local uc = tonumber(ARGV[a + 1])\n"
     "      redis.call('HSET', k1, 'c:' .. me, uc, 't:' .. me, nows)\n"
     "      redis.call('EXPIRE', k1, ARGV[a + 5])\n"
-    "      local used, oc, n, rank =\n"
+    "      local used, _, n, rank =\n"
     "        sums(tally(redis.call('HGETALL', k1)), 'c', 'C')\n"
-    "      redis.call('HSET', k1, 'C:' .. me, claim(cmax, oc, uc, n, rank))\n"
     "      left = 0\n"
     "      if ARGV[a + 6] == '1' or (cmax > 0 and used > cmax) then\n"
     "        redis.call('SET', k2, '1', 'PX', cool)\n"
     "        redis.call('DEL', k1)\n"
     "        left = cool\n"
     "      end\n"
-    "      r = {used, oc, 0, n, rank, left}\n"
+    "      r = {used, 0, 0, n, rank, left}\n"
     "    end\n"
     "  end\n"
     "  for j = 1, 6 do out[#out + 1] = r[j] end\n"
@@ -340,7 +349,7 @@ static void key_args(struct args *a, const struct rl_entry *e)
 /* Build EVALSHA sha numkeys KEYS... ARGV...; returns argc or -1. */
 static int build(struct rl_redis *r, const struct rl_batch *b)
 {
-	size_t n = 7 + b->n * 9, len, i;
+	size_t n = 7 + b->n * 11, len, i;
 	struct args a = {r, 0, 0};
 
 	len = 512 + strlen(r->prefix) * 2 * b->n + strlen(r->broker_id);
@@ -369,6 +378,8 @@ static int build(struct rl_redis *r, const struct rl_batch *b)
 		arg(&a, "%lld", (long long)e->cap_b);
 		arg(&a, "%lld", ttl);
 		arg(&a, "%d", e->flag ? 1 : 0);
+		arg(&a, "%lld", (long long)e->dem_a);
+		arg(&a, "%lld", (long long)e->dem_b);
 	}
 	return (int)a.n;
 }

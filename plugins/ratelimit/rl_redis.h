@@ -40,6 +40,7 @@ struct rl_entry {
 	int64_t a, b;         /* counts: 'm' messages, bytes; 'c' connects, 0 */
 	int64_t ca, cb;       /* claims on the same (allowances) */
 	int64_t cap_a, cap_b; /* 'm': the budgets, for brokers yet to report */
+	int64_t dem_a, dem_b; /* 'm': asked for since the last report */
 	bool flag;            /* 'm': want the previous window's total;
 	                         'c': this broker started a cool-down */
 	/* The answer: the fleet's count of a; the other active brokers'

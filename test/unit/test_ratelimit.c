@@ -264,6 +264,29 @@ START_TEST(too_many_connects_start_a_cooldown_then_counting_restarts)
 }
 END_TEST
 
+START_TEST(connects_elsewhere_count_against_this_broker)
+{
+	struct rl_devices *t = rl_devices_new();
+	struct rl_dev *d = dev_with(t, "m1", 0, 0, 1000, 0, &FLEET);
+	int64_t now = 600000;
+
+	ck_assert_int_eq(rl_dev_connect(d, now, &FLEET), RL_ACCEPT);
+	/* Redis says the fleet counted 4 connects, 1 of them ours: 3 were
+	 * elsewhere, so 2 more are allowed here (limit 5). */
+	rl_fleet_set(&d->fc, 0, 1, 4, 2, 0);
+	rl_dev_recompute(d, &FLEET);
+	ck_assert_int_eq(d->allow_c, 2);
+	ck_assert_int_eq(rl_dev_connect(d, now + 1, &FLEET), RL_ACCEPT);
+	ck_assert_int_eq(rl_dev_connect(d, now + 2, &FLEET),
+	                 RL_REFUSE_FLAPPING);
+	ck_assert_int_eq(d->cool_started, 6);
+	/* Without Redis, half the limit on each broker. */
+	d->cool_until_ms = 0;
+	ck_assert_int_eq(rl_connect_allowance(&LOCAL, &d->fc), 2);
+	rl_devices_free(t);
+}
+END_TEST
+
 START_TEST(limits_are_inherited_field_by_field)
 {
 	struct fg_registry *reg = fg_registry_new();
@@ -388,7 +411,15 @@ static void sim_claim(struct sim_redis *r, int me, const struct rl_entry *e)
 	struct rl_fleet f = {true, e->r_oa, e->a, 0, e->r_n, e->r_rank};
 	struct rl_policy pol = FLEET;
 
-	sim_window(r, e->win)->claim[me] = rl_allowance(e->cap_a, &f, &pol);
+	int64_t c = rl_allowance(e->cap_a, &f, &pol);
+	int64_t need =
+	    e->a + (2 * e->dem_a > (e->cap_a + 9) / 10 ? 2 * e->dem_a
+	                                               : (e->cap_a + 9) / 10);
+
+	/* Alone, the script claims only what the broker needs soon. */
+	if (e->r_n == 1 && c > need)
+		c = need;
+	sim_window(r, e->win)->claim[me] = c;
 }
 
 START_TEST(two_brokers_flooding_get_their_budget_and_no_more)
@@ -514,6 +545,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, a_clock_stepping_back_does_not_reopen_a_window);
 	tcase_add_test(
 	    tc, too_many_connects_start_a_cooldown_then_counting_restarts);
+	tcase_add_test(tc, connects_elsewhere_count_against_this_broker);
 	tcase_add_test(tc, limits_are_inherited_field_by_field);
 	tcase_add_test(tc, two_brokers_flooding_get_their_budget_and_no_more);
 	tcase_add_test(tc, a_failed_exchange_reports_the_devices_again);
