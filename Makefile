@@ -125,6 +125,7 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	@bash test/bench/run.sh
 	@bash test/bench/fanout.sh
+	@bash test/bench/ratelimit.sh
 
 demo: deps
 	@$(MAKE) --no-print-directory all
