@@ -61,14 +61,19 @@ void rl_devices_free(struct rl_devices *t)
 	free(t);
 }
 
-struct rl_dev *rl_devices_find(struct rl_devices *t, const char *name)
+static struct rl_dev *find_hashed(struct rl_devices *t, const char *name,
+                                  uint64_t h)
 {
-	uint64_t h = fg_hash_str(name);
 	struct rl_dev *d = t->buckets[h & (t->nbuckets - 1)];
 
 	while (d != NULL && (d->hash != h || strcmp(d->name, name) != 0))
 		d = d->next;
 	return d;
+}
+
+struct rl_dev *rl_devices_find(struct rl_devices *t, const char *name)
+{
+	return find_hashed(t, name, fg_hash_str(name));
 }
 
 /* Double the buckets; on failure the table keeps working, just slower. */
@@ -95,7 +100,8 @@ static void grow(struct rl_devices *t)
 
 struct rl_dev *rl_devices_get(struct rl_devices *t, const char *name)
 {
-	struct rl_dev *d = rl_devices_find(t, name);
+	uint64_t h = fg_hash_str(name);
+	struct rl_dev *d = find_hashed(t, name, h);
 	size_t b;
 
 	if (d != NULL)
@@ -105,7 +111,7 @@ struct rl_dev *rl_devices_get(struct rl_devices *t, const char *name)
 		free(d);
 		return NULL;
 	}
-	d->hash = fg_hash_str(name);
+	d->hash = h;
 	d->win = -1;
 	d->cwin = -1;
 	d->last_refused_win = -3;

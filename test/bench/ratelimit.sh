@@ -166,6 +166,7 @@ for b in accA accB; do
 	bench_broker_start "$b" plugin || fg_bail "broker $b did not start"
 done
 start_at=$(($(fg_now_ms) + 1500))
+pids=()
 for b in accA accB; do
 	"$FLOOD" --host 127.0.0.1 --port "${BENCH_PORT[$b]}" \
 		--cafile "$FG_CERTS/ca.crt" --cert "$FG_CERTS/bench-acc.crt" \
@@ -173,9 +174,10 @@ for b in accA accB; do
 		--topic water/north/bench-acc/readings --rate 250 \
 		--duration "$RL_ACCURACY_SECONDS" --start-at "$start_at" \
 		>"$FG_TMP/$b.flood" 2>&1 &
+	pids+=($!)
 	fg_track $!
 done
-wait
+wait "${pids[@]}" || true
 outA=$(grep '^flood ' "$FG_TMP/accA.flood")
 outB=$(grep '^flood ' "$FG_TMP/accB.flood")
 acc=$(($(fg_field "$outA" accepted) + $(fg_field "$outB" accepted)))

@@ -243,6 +243,14 @@ static long publish_all(struct flood *f, struct mosquitto *m, int64_t *first,
 			sleep_s(t0 + (double)sent / f->rate - now);
 			continue;
 		}
+		/* libmosquitto queues what does not fit in flight without
+		 * bound: keep at most the window outstanding. */
+		if (f->qos > 0 &&
+		    sent - __atomic_load_n(&f->acked, __ATOMIC_SEQ_CST) >=
+		        f->inflight) {
+			sleep_s(0.0001);
+			continue;
+		}
 		{
 			char seq[24];
 			int n = snprintf(seq, sizeof(seq), "%014ld ", sent);
