@@ -128,6 +128,7 @@ bench: deps
 	@bash test/bench/run.sh
 	@bash test/bench/fanout.sh
 	@bash test/bench/persist.sh
+	@bash test/bench/ratelimit.sh
 
 demo: deps
 	@$(MAKE) --no-print-directory all

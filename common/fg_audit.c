@@ -241,12 +241,14 @@ static cJSON *event_object(const struct queued_event *e)
 	add_str(o, "username", e->username);
 	add_str(o, "fingerprint", e->fingerprint);
 	add_str(o, "address", e->address);
-	if (e->topic[0] != '\0') {
+	/* A count without a topic: an aggregated event, such as the
+	 * messages a rate limit refused in one window. */
+	if (e->topic[0] != '\0' || e->count > 0) {
 		cJSON *d = cJSON_AddObjectToObject(o, "detail");
-		if (d != NULL) {
+		if (d != NULL && e->topic[0] != '\0')
 			cJSON_AddStringToObject(d, "topic", e->topic);
+		if (d != NULL)
 			cJSON_AddNumberToObject(d, "count", (double)e->count);
-		}
 	}
 	return o;
 }

@@ -6,6 +6,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <sched.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 int64_t fg_time_s(void)
@@ -78,4 +80,32 @@ void fg_timespec_in(struct timespec *ts, clockid_t clk, int ms)
 		ts->tv_sec++;
 		ts->tv_nsec -= 1000000000L;
 	}
+}
+
+char *fg_strdup_or_null(const char *s, bool *failed)
+{
+	char *d;
+
+	if (s == NULL)
+		return NULL;
+	d = strdup(s);
+	if (d == NULL)
+		*failed = true;
+	return d;
+}
+
+int fg_grow(void *arr, size_t *cap, size_t n, size_t elem)
+{
+	void **a = arr, *na;
+	size_t ncap;
+
+	if (n < *cap)
+		return 0;
+	ncap = *cap ? *cap * 2 : 64;
+	na = realloc(*a, ncap * elem);
+	if (na == NULL)
+		return -1;
+	*a = na;
+	*cap = ncap;
+	return 0;
 }

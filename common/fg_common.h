@@ -5,6 +5,7 @@
 #ifndef FG_COMMON_H
 #define FG_COMMON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <time.h>
@@ -42,6 +43,16 @@ FG_API void fg_seterr(char *err, size_t errlen, const char *fmt, ...)
  * sockets, the snapshot file) is its own.
  */
 FG_API void fg_thread_private_files(void);
+
+/* strdup that keeps NULL; sets *failed when out of memory. */
+FG_API char *fg_strdup_or_null(const char *s, bool *failed);
+
+/*
+ * Make room for one more element of size elem in the array *arr (a
+ * pointer to the array pointer) holding n of *cap, doubling it. Returns
+ * 0, or -1 when out of memory (the array is left as it was).
+ */
+FG_API int fg_grow(void *arr, size_t *cap, size_t n, size_t elem);
 
 /* 64-bit FNV-1a hash of a string, for hash tables and change detection. */
 FG_API uint64_t fg_hash_str(const char *s);

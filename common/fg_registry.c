@@ -25,6 +25,9 @@ struct fg_registry {
 	struct fg_rule *rules;
 	size_t nrules, cap_rules;
 	bool has_rules;
+	struct fg_limit *limits;
+	size_t nlimits, cap_limits;
+	bool has_limits;
 
 	struct index by_device, by_cert, by_account;
 	bool finalised;
@@ -33,35 +36,6 @@ struct fg_registry {
 	int schema_version;
 	int64_t loaded_at;
 };
-
-static char *dup_or_null(const char *s, bool *failed)
-{
-	char *d;
-
-	if (s == NULL)
-		return NULL;
-	d = strdup(s);
-	if (d == NULL)
-		*failed = true;
-	return d;
-}
-
-/* Make room for one more element of size sz in *arr; 0 or -1. */
-static int grow(void **arr, size_t *cap, size_t n, size_t sz)
-{
-	void *p;
-	size_t ncap;
-
-	if (n < *cap)
-		return 0;
-	ncap = *cap ? *cap * 2 : 64;
-	p = realloc(*arr, ncap * sz);
-	if (p == NULL)
-		return -1;
-	*arr = p;
-	*cap = ncap;
-	return 0;
-}
 
 struct fg_registry *fg_registry_new(void)
 {
@@ -95,6 +69,9 @@ void fg_registry_free(struct fg_registry *reg)
 		free(reg->rules[i].pattern);
 	}
 	free(reg->rules);
+	for (i = 0; i < reg->nlimits; i++)
+		free(reg->limits[i].scope);
+	free(reg->limits);
 	free(reg->devices);
 	free(reg->certs);
 	free(reg->accounts);
@@ -113,13 +90,13 @@ int fg_registry_add_device(struct fg_registry *reg, const char *id,
 	bool failed = false;
 
 	if (reg->finalised || id == NULL || municipality == NULL ||
-	    grow((void **)&reg->devices, &reg->cap_devices, reg->ndevices,
-	         sizeof(*d)) != 0)
+	    fg_grow(&reg->devices, &reg->cap_devices, reg->ndevices,
+	            sizeof(*d)) != 0)
 		return -1;
 	d = &reg->devices[reg->ndevices];
-	d->id = dup_or_null(id, &failed);
-	d->municipality = dup_or_null(municipality, &failed);
-	d->api_key_hash = dup_or_null(api_key_hash, &failed);
+	d->id = fg_strdup_or_null(id, &failed);
+	d->municipality = fg_strdup_or_null(municipality, &failed);
+	d->api_key_hash = fg_strdup_or_null(api_key_hash, &failed);
 	d->status = status;
 	d->require_api_key = require_api_key;
 	if (failed) {
@@ -139,8 +116,7 @@ int fg_registry_add_cert(struct fg_registry *reg, const fg_fingerprint *fp,
 	struct fg_cert *c;
 
 	if (reg->finalised || device_id == NULL ||
-	    grow((void **)&reg->certs, &reg->cap_certs, reg->ncerts,
-	         sizeof(*c)) != 0)
+	    fg_grow(&reg->certs, &reg->cap_certs, reg->ncerts, sizeof(*c)) != 0)
 		return -1;
 	c = &reg->certs[reg->ncerts];
 	c->device_id = strdup(device_id);
@@ -165,14 +141,14 @@ int fg_registry_add_account(struct fg_registry *reg, const char *username,
 
 	if (reg->finalised || username == NULL || password_hash == NULL ||
 	    role == NULL ||
-	    grow((void **)&reg->accounts, &reg->cap_accounts, reg->naccounts,
-	         sizeof(*a)) != 0)
+	    fg_grow(&reg->accounts, &reg->cap_accounts, reg->naccounts,
+	            sizeof(*a)) != 0)
 		return -1;
 	a = &reg->accounts[reg->naccounts];
-	a->username = dup_or_null(username, &failed);
-	a->password_hash = dup_or_null(password_hash, &failed);
-	a->role = dup_or_null(role, &failed);
-	a->municipality = dup_or_null(municipality, &failed);
+	a->username = fg_strdup_or_null(username, &failed);
+	a->password_hash = fg_strdup_or_null(password_hash, &failed);
+	a->role = fg_strdup_or_null(role, &failed);
+	a->municipality = fg_strdup_or_null(municipality, &failed);
 	a->cross_municipality = cross_municipality;
 	a->disabled = disabled;
 	if (failed) {
@@ -196,12 +172,11 @@ int fg_registry_add_rule(struct fg_registry *reg, int64_t id,
 
 	if (reg->finalised || pattern == NULL ||
 	    (subject == NULL) != (kind == FG_RULE_ALL_DEVICES) ||
-	    grow((void **)&reg->rules, &reg->cap_rules, reg->nrules,
-	         sizeof(*r)) != 0)
+	    fg_grow(&reg->rules, &reg->cap_rules, reg->nrules, sizeof(*r)) != 0)
 		return -1;
 	r = &reg->rules[reg->nrules];
-	r->subject = dup_or_null(subject, &failed);
-	r->pattern = dup_or_null(pattern, &failed);
+	r->subject = fg_strdup_or_null(subject, &failed);
+	r->pattern = fg_strdup_or_null(pattern, &failed);
 	if (failed) {
 		free(r->subject);
 		free(r->pattern);
@@ -232,6 +207,66 @@ bool fg_registry_has_rules(const struct fg_registry *reg)
 void fg_registry_set_has_rules(struct fg_registry *reg, bool has)
 {
 	reg->has_rules = has;
+}
+
+int fg_registry_add_limit(struct fg_registry *reg, enum fg_limit_scope kind,
+                          const char *scope, int64_t messages, int64_t bytes,
+                          int64_t window_s, int64_t burst)
+{
+	struct fg_limit *l;
+	bool failed = false;
+
+	if (reg->finalised || (scope == NULL) != (kind == FG_LIMIT_GLOBAL) ||
+	    fg_grow(&reg->limits, &reg->cap_limits, reg->nlimits, sizeof(*l)) !=
+	        0)
+		return -1;
+	l = &reg->limits[reg->nlimits];
+	l->scope = fg_strdup_or_null(scope, &failed);
+	if (failed)
+		return -1;
+	l->kind = kind;
+	l->messages = messages;
+	l->bytes = bytes;
+	l->window_s = window_s;
+	l->burst = burst;
+	reg->nlimits++;
+	reg->has_limits = true;
+	return 0;
+}
+
+const struct fg_limit *fg_registry_limits(const struct fg_registry *reg,
+                                          size_t *n)
+{
+	*n = reg->nlimits;
+	return reg->limits;
+}
+
+bool fg_registry_has_limits(const struct fg_registry *reg)
+{
+	return reg->has_limits;
+}
+
+void fg_registry_set_has_limits(struct fg_registry *reg, bool has)
+{
+	reg->has_limits = has;
+}
+
+int fg_limit_scope_parse(const char *s, enum fg_limit_scope *out)
+{
+	static const char *const names[] = {
+	    [FG_LIMIT_GLOBAL] = "global",
+	    [FG_LIMIT_MUNICIPALITY] = "municipality",
+	    [FG_LIMIT_DEVICE] = "device",
+	};
+	int i;
+
+	for (i = 0; s != NULL && i < 3; i++) {
+		if (strcmp(s, names[i]) == 0) {
+			*out = (enum fg_limit_scope)i;
+			return 0;
+		}
+	}
+	return -1;
 }
 
 static const char *const rule_subjects[] = {

@@ -71,6 +71,21 @@ struct fg_rule {
 	int priority;
 };
 
+/* Rate limits (schema version 4). A field of -1 is not given by the row:
+ * it is inherited from a wider scope. */
+enum fg_limit_scope {
+	FG_LIMIT_GLOBAL = 0,
+	FG_LIMIT_MUNICIPALITY,
+	FG_LIMIT_DEVICE,
+};
+
+struct fg_limit {
+	enum fg_limit_scope kind;
+	char *scope; /* device or municipality id; NULL for FG_LIMIT_GLOBAL */
+	int64_t messages, bytes;
+	int64_t window_s, burst;
+};
+
 enum fg_registry_origin {
 	FG_REGISTRY_FROM_DATABASE = 0,
 	FG_REGISTRY_FROM_SNAPSHOT,
@@ -129,6 +144,20 @@ FG_API const struct fg_rule *fg_registry_rules(const struct fg_registry *reg,
  * snapshot written from one): without it the acl plugin denies all. */
 FG_API bool fg_registry_has_rules(const struct fg_registry *reg);
 FG_API void fg_registry_set_has_rules(struct fg_registry *reg, bool has);
+
+FG_API int fg_registry_add_limit(struct fg_registry *reg,
+                                 enum fg_limit_scope kind, const char *scope,
+                                 int64_t messages, int64_t bytes,
+                                 int64_t window_s, int64_t burst);
+/* All rate limit rows, in no particular order; *n receives their number. */
+FG_API const struct fg_limit *fg_registry_limits(const struct fg_registry *reg,
+                                                 size_t *n);
+/* Whether the registry came with a limit table (schema version 4); without
+ * it the ratelimit plugin applies its built-in defaults. */
+FG_API bool fg_registry_has_limits(const struct fg_registry *reg);
+FG_API void fg_registry_set_has_limits(struct fg_registry *reg, bool has);
+/* Parse "global", "municipality" or "device"; -1 on anything else. */
+FG_API int fg_limit_scope_parse(const char *s, enum fg_limit_scope *out);
 
 FG_API const char *fg_rule_subject_str(enum fg_rule_subject k);
 FG_API int fg_rule_subject_parse(const char *s, enum fg_rule_subject *out);

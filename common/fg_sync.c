@@ -56,6 +56,13 @@ static const char RULES_SQL[] =
     "SELECT id, subject_kind, subject, pattern, access, effect = 'allow', "
     "priority FROM fleetgate.acl_rules";
 
+/* Read only at schema version FG_SCHEMA_LIMITS and later. NULL (a field
+ * the row leaves to a wider scope) is read as -1. */
+static const char LIMITS_SQL[] =
+    "SELECT scope_kind, scope, coalesce(messages_per_window, -1), "
+    "coalesce(bytes_per_window, -1), coalesce(window_s, -1), "
+    "coalesce(burst, -1) FROM fleetgate.rate_limits";
+
 static PGresult *run(PGconn *conn, const char *sql, ExecStatusType want,
                      char *err, size_t errlen)
 {
@@ -76,7 +83,28 @@ static const char *val(const PGresult *r, int row, int col)
 	return PQgetisnull(r, row, col) ? NULL : PQgetvalue(r, row, col);
 }
 
-static int load_rows(PGresult *const res[5], struct fg_registry *reg, char *err,
+/* Rate limit rows; returns how many were skipped as unreadable. */
+static int load_limits(const PGresult *res, struct fg_registry *reg)
+{
+	int i, skipped = 0;
+
+	for (i = 0; i < PQntuples(res); i++) {
+		enum fg_limit_scope kind;
+
+		if (fg_limit_scope_parse(val(res, i, 0), &kind) != 0 ||
+		    fg_registry_add_limit(reg, kind, val(res, i, 1),
+		                          strtoll(val(res, i, 2), NULL, 10),
+		                          strtoll(val(res, i, 3), NULL, 10),
+		                          strtoll(val(res, i, 4), NULL, 10),
+		                          strtoll(val(res, i, 5), NULL, 10)) !=
+		        0)
+			skipped++;
+	}
+	fg_registry_set_has_limits(reg, true);
+	return skipped;
+}
+
+static int load_rows(PGresult *const res[6], struct fg_registry *reg, char *err,
                      size_t errlen)
 {
 	int i, skipped = 0;
@@ -140,6 +168,8 @@ static int load_rows(PGresult *const res[5], struct fg_registry *reg, char *err,
 	}
 	if (res[4] != NULL)
 		fg_registry_set_has_rules(reg, true);
+	if (res[5] != NULL)
+		skipped += load_limits(res[5], reg);
 	if (skipped > 0)
 		fg_log(MOSQ_LOG_WARNING,
 		       LOG_PREFIX
@@ -154,7 +184,7 @@ oom:
 
 struct fg_registry *fg_sync_load(PGconn *conn, char *err, size_t errlen)
 {
-	PGresult *res[5] = {NULL, NULL, NULL, NULL, NULL}, *r;
+	PGresult *res[6] = {NULL, NULL, NULL, NULL, NULL, NULL}, *r;
 	struct fg_registry *reg = NULL;
 	int version, i, ok = 0;
 
@@ -181,6 +211,11 @@ struct fg_registry *fg_sync_load(PGconn *conn, char *err, size_t errlen)
 		if (res[4] == NULL)
 			goto out;
 	}
+	if (version >= FG_SCHEMA_LIMITS) {
+		res[5] = run(conn, LIMITS_SQL, PGRES_TUPLES_OK, err, errlen);
+		if (res[5] == NULL)
+			goto out;
+	}
 	reg = fg_registry_new();
 	if (reg == NULL || load_rows(res, reg, err, errlen) != 0 ||
 	    fg_registry_finalise(reg, err, errlen) != 0)
@@ -195,7 +230,7 @@ struct fg_registry *fg_sync_load(PGconn *conn, char *err, size_t errlen)
 		       version, FG_SCHEMA_KNOWN, FG_SCHEMA_KNOWN);
 	ok = 1;
 out:
-	for (i = 0; i < 5; i++)
+	for (i = 0; i < 6; i++)
 		PQclear(res[i]);
 	r = run(conn, ok ? "COMMIT" : "ROLLBACK", PGRES_COMMAND_OK, NULL, 0);
 	PQclear(r);

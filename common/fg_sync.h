@@ -17,9 +17,11 @@
 #define FG_REGISTRY_CHANNEL "fleetgate_registry"
 /* The oldest schema this code can read, and the newest it knows. */
 #define FG_SCHEMA_MIN 1
-#define FG_SCHEMA_KNOWN 2
+#define FG_SCHEMA_KNOWN 4
 /* The first schema with ACL rules. */
 #define FG_SCHEMA_RULES 2
+/* The first schema with rate limits. */
+#define FG_SCHEMA_LIMITS 4
 
 struct fg_sync_settings {
 	struct fg_pg_settings pg;

@@ -741,7 +741,10 @@ fg_sanitizer_env() {
 # Extra CONF_LINEs are appended (after the plugin's options, so
 # plugin_opt_ lines belong to the auth plugin).
 # FG_BROKER_PLUGIN=0 leaves the plugin out; FG_BROKER_ANON=1 then allows
-# anonymous clients (harness self-test only).
+# anonymous clients (harness self-test only). Lines in the array
+# FG_BROKER_FIRST go before the auth plugin's block (a plugin that must be
+# loaded first, such as ratelimit; fg_broker_runtime_opts NAME prints the
+# runtime options that block may repeat).
 # Sets FG_BROKER_PID[NAME], FG_TLS_PORT[NAME], FG_PLAIN_PORT[NAME] and
 # exports NAME_PID, NAME_TLS_PORT, NAME_PLAIN_PORT. Returns 0 when the TLS
 # port accepts, 1 (log printed as diagnostics) when the broker died or
@@ -785,13 +788,11 @@ fg_broker_start() {
 		echo "listener $plain 127.0.0.1"
 		echo
 		if [[ ${FG_BROKER_PLUGIN:-1} == 1 ]]; then
+			if declare -p FG_BROKER_FIRST >/dev/null 2>&1; then
+				printf '%s\n' "${FG_BROKER_FIRST[@]}"
+			fi
 			echo "plugin $FG_BUILD/fleetgate_auth.so"
-			printf 'plugin_opt_db_conninfo host=%s port=%s dbname=%s %s%s\n' \
-				"$PGHOST" "$PGPORT" "$PGDATABASE" "user=fg_broker" \
-				"${FG_BROKER_CONNINFO_EXTRA:+ $FG_BROKER_CONNINFO_EXTRA}"
-			echo "plugin_opt_snapshot_file $FG_TMP/$name.snapshot"
-			echo "plugin_opt_broker_id $name"
-			echo "plugin_opt_last_seen_interval_s 1"
+			fg_broker_runtime_opts "$name"
 		fi
 		for line in "$@"; do
 			printf '%s\n' "$line"
@@ -867,6 +868,17 @@ fg__broker_launch() {
 	fg_diag "broker $name did not start; its output:"
 	fg_diag "$(tail -n 30 "$FG_TMP/$name.stdout" 2>/dev/null)"
 	return 1
+}
+
+# fg_broker_runtime_opts NAME: the runtime options fg_broker_start gives
+# broker NAME (database, snapshot, broker id), one line each.
+fg_broker_runtime_opts() {
+	printf 'plugin_opt_db_conninfo host=%s port=%s dbname=%s %s%s\n' \
+		"$PGHOST" "$PGPORT" "$PGDATABASE" "user=fg_broker" \
+		"${FG_BROKER_CONNINFO_EXTRA:+ $FG_BROKER_CONNINFO_EXTRA}"
+	echo "plugin_opt_snapshot_file $FG_TMP/$1.snapshot"
+	echo "plugin_opt_broker_id $1"
+	echo "plugin_opt_last_seen_interval_s 1"
 }
 
 fg__broker_ready() {
@@ -1151,4 +1163,81 @@ fg_expect_kick() {
 				"limit ${FG_KICK_LIMIT_MS} ms; lower bound $lower ms"
 		fi
 	done
+}
+
+# --------------------------------------------------------------- Redis ----
+#
+# One private redis-server per script, on a free loopback port, without
+# persistence: a restart starts it empty, as a real Redis that lost its
+# data would. Its PID is tracked, so the EXIT trap ends it.
+
+FG_REDIS_PID=
+FG_REDIS_PORT=
+FG_REDIS_ARGS=()
+
+# fg_redis_start [REDIS_ARGS...]: starts redis-server (extra arguments such
+# as --requirepass are kept for fg_redis_restart) on FG_REDIS_PORT, or a
+# free port the first time. Returns 0 once it answers PING.
+# shellcheck disable=SC2120 # the suites pass arguments
+fg_redis_start() {
+	if (($# > 0)); then
+		FG_REDIS_ARGS=("$@")
+	fi
+	if [[ -z $FG_REDIS_PORT ]]; then
+		fg_free_port FG_REDIS_PORT || return 1
+	fi
+	redis-server --port "$FG_REDIS_PORT" --bind 127.0.0.1 --save '' \
+		--appendonly no --dir "$FG_TMP" \
+		--logfile "$FG_TMP/redis.log" "${FG_REDIS_ARGS[@]}" \
+		>/dev/null 2>&1 &
+	FG_REDIS_PID=$!
+	fg_track "$FG_REDIS_PID"
+	fg_wait_until 10 fg__redis_up || {
+		fg_diag "redis-server did not start; its log:" \
+			"$(tail -n 20 "$FG_TMP/redis.log" 2>/dev/null)"
+		return 1
+	}
+}
+
+fg__redis_up() {
+	kill -0 "$FG_REDIS_PID" 2>/dev/null &&
+		[[ $(fg_redis_cli PING 2>/dev/null) == PONG ]]
+}
+
+# fg_redis_cli ARGS...: redis-cli against the harness's server (with its
+# password, when --requirepass was given, through the environment).
+fg_redis_cli() {
+	local pass='' i
+	for ((i = 0; i < ${#FG_REDIS_ARGS[@]}; i++)); do
+		if [[ ${FG_REDIS_ARGS[$i]} == --requirepass ]]; then
+			pass=${FG_REDIS_ARGS[$((i + 1))]}
+		fi
+	done
+	REDISCLI_AUTH=$pass redis-cli -h 127.0.0.1 -p "$FG_REDIS_PORT" "$@"
+}
+
+# fg_redis_stop: ends the server (a frozen one is resumed first, so that
+# it can exit cleanly).
+fg_redis_stop() {
+	[[ -n $FG_REDIS_PID ]] || return 0
+	kill -CONT "$FG_REDIS_PID" 2>/dev/null || true
+	fg__stop_pid "$FG_REDIS_PID" 5
+	FG_REDIS_PID=
+}
+
+# fg_redis_restart: stops the server and starts it again, empty, on the
+# same port.
+fg_redis_restart() {
+	fg_redis_stop
+	fg_redis_start
+}
+
+# fg_redis_freeze / fg_redis_thaw: SIGSTOP / SIGCONT: the server keeps its
+# port open and accepts connections but answers nothing.
+fg_redis_freeze() {
+	kill -STOP "$FG_REDIS_PID"
+}
+
+fg_redis_thaw() {
+	kill -CONT "$FG_REDIS_PID"
 }

@@ -12,7 +12,9 @@
 #                              with its certificate, in one transaction
 #   bench_broker_start NAME bare|plugin|persist [CPUS]
 #                              a broker for load: TLS listener only, lean
-#                              logging, optionally pinned to CPUS
+#                              logging, optionally pinned to CPUS; the
+#                              arrays BENCH_PLUGINS_FIRST / _AFTER hold
+#                              plugin lines to load before / after auth
 #   bench_broker_stop NAME
 #   bench_median V...          the median of numbers
 #   bench_ratio A B            A / B with three decimals
@@ -122,10 +124,16 @@ bench_broker_start() {
 		echo "set_tcp_nodelay true"
 		if [[ $mode != bare ]]; then
 			echo
+			# Plugins to load before auth (ratelimit).
+			if declare -p BENCH_PLUGINS_FIRST >/dev/null 2>&1; then
+				printf '%s\n' "${BENCH_PLUGINS_FIRST[@]}"
+			fi
 			echo "plugin $FG_BUILD/fleetgate_auth.so"
-			echo "plugin_opt_db_conninfo host=$PGHOST port=$PGPORT dbname=$PGDATABASE user=fg_broker"
-			echo "plugin_opt_snapshot_file $FG_TMP/$name.snapshot"
-			echo "plugin_opt_broker_id $name"
+			bench_runtime_opts "$name"
+			# Plugins to load after auth (acl).
+			if declare -p BENCH_PLUGINS_AFTER >/dev/null 2>&1; then
+				printf '%s\n' "${BENCH_PLUGINS_AFTER[@]}"
+			fi
 		fi
 		if [[ $mode == persist ]]; then
 			echo "plugin $FG_BUILD/fleetgate_persist.so"
@@ -155,6 +163,13 @@ bench_broker_start() {
 		tail -n 20 "$log" >&2
 		return 1
 	fi
+}
+
+# bench_runtime_opts NAME: the runtime options of benchmark broker NAME.
+bench_runtime_opts() {
+	echo "plugin_opt_db_conninfo host=$PGHOST port=$PGPORT dbname=$PGDATABASE user=fg_broker"
+	echo "plugin_opt_snapshot_file $FG_TMP/$1.snapshot"
+	echo "plugin_opt_broker_id $1"
 }
 
 bench__ready() {

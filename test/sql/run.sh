@@ -794,6 +794,63 @@ expect_error "admin cannot truncate acl rules (it would bypass the audit)" \
 	"$admin" "permission denied for table acl_rules" \
 	"truncate fleetgate.acl_rules"
 
+# Rate limits (004) ----------------------------------------------------------
+
+expect_value "migration 004 gives every device a global default budget" \
+	"$superuser" "60|1048576|60|60" "
+	select concat_ws('|', messages_per_window, bytes_per_window, window_s,
+	                 burst)
+	from fleetgate.rate_limits where scope_kind = 'global'"
+if out=$(sql "$admin" -c "listen fleetgate_registry" -c "
+	select fleetgate.set_rate_limit('device', '$dev', 10, null, 1, 0)"); then
+	if grep -q 'Asynchronous notification "fleetgate_registry"' <<<"$out"; then
+		pass "a rate limit change notifies the brokers"
+	else
+		fail "a rate limit change notifies the brokers" "got: $out"
+	fi
+else
+	fail "a rate limit change notifies the brokers" "output: $out"
+fi
+expect_value "a device limit inherits what it leaves NULL" "$broker" \
+	"10||1|0" "
+	select concat_ws('|', messages_per_window, coalesce(bytes_per_window::text, ''),
+	                 window_s, burst)
+	from fleetgate.rate_limits where scope_kind = 'device' and scope = '$dev'"
+expect_ok "set_rate_limit replaces the row of a scope" "$admin" "
+	select fleetgate.set_rate_limit('device', '$dev', 20, 5000, 2, 5)"
+expect_value "the rate limit change is audited" "$superuser" \
+	"rate_limits_update|[\"burst\", \"bytes_per_window\", \"messages_per_window\", \"window_s\"]" "
+	select event || '|' || (detail->'changed')::text
+	from fleetgate.audit_events
+	where source = 'admin' and event like 'rate_limits_%'
+	order by id desc limit 1"
+expect_error "a zero budget is refused" "$admin" "limits must be positive" "
+	select fleetgate.set_rate_limit('device', '$dev', 0, null, null, null)"
+expect_error "a device limit needs a device" "$admin" \
+	"scope must be NULL exactly for the global limit" "
+	select fleetgate.set_rate_limit('device', null, 5, null, null, null)"
+expect_error "an unknown scope kind is refused" "$admin" \
+	"unknown scope kind 'fleet'" "
+	select fleetgate.set_rate_limit('fleet', 'x', 5, null, null, null)"
+expect_error "a window over a day is refused by the table too" "$admin" \
+	"rate_limits_window_range" "
+	update fleetgate.rate_limits set window_s = 86401
+	where scope_kind = 'device' and scope = '$dev'"
+expect_error "two rows for one scope are refused" "$admin" \
+	"duplicate key value violates unique constraint" "
+	insert into fleetgate.rate_limits (scope_kind, scope, messages_per_window)
+	values ('device', '$dev', 3)"
+expect_error "broker cannot change rate limits" "$broker" "permission denied" "
+	update fleetgate.rate_limits set messages_per_window = 1000000"
+expect_error "admin cannot truncate rate limits (it would bypass the audit)" \
+	"$admin" "permission denied for table rate_limits" \
+	"truncate fleetgate.rate_limits"
+expect_ok "clear_rate_limit removes a scope's row" "$admin" "
+	select fleetgate.clear_rate_limit('device', '$dev')"
+expect_error "clearing a scope without a row says so" "$admin" \
+	"no rate limit for 'device'" "
+	select fleetgate.clear_rate_limit('device', '$dev')"
+
 # migrate.sh ---------------------------------------------------------------
 
 migrate=$repo/sql/migrate.sh
