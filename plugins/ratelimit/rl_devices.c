@@ -156,7 +156,9 @@ struct rl_dev **rl_devices_take_dirty(struct rl_devices *t, size_t max,
 		t->taken[i] = t->dirty[i];
 		t->taken[i]->dirty = false;
 	}
-	memmove(t->dirty, t->dirty + k, (t->ndirty - k) * sizeof(*t->dirty));
+	if (t->ndirty > k)
+		memmove(t->dirty, t->dirty + k,
+		        (t->ndirty - k) * sizeof(*t->dirty));
 	t->ndirty -= k;
 	*n = k;
 	return t->taken;

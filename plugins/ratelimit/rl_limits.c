@@ -61,9 +61,12 @@ struct rl_limits_index *rl_limits_index_new(const struct fg_registry *reg,
 			break;
 		}
 	}
-	qsort(ix->devices, ix->ndevices, sizeof(*ix->devices), by_scope);
-	qsort(ix->municipalities, ix->nmunicipalities,
-	      sizeof(*ix->municipalities), by_scope);
+	if (ix->ndevices > 1)
+		qsort(ix->devices, ix->ndevices, sizeof(*ix->devices),
+		      by_scope);
+	if (ix->nmunicipalities > 1)
+		qsort(ix->municipalities, ix->nmunicipalities,
+		      sizeof(*ix->municipalities), by_scope);
 	return ix;
 }
 

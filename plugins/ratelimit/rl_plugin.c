@@ -532,6 +532,27 @@ static void set_policy(struct rl_plugin *p)
 	p->defaults.burst = p->cfg.default_burst;
 }
 
+static void log_started(const struct rl_plugin *p)
+{
+	char redis[300];
+
+	if (p->cfg.redis_unix_socket != NULL)
+		snprintf(redis, sizeof(redis), "unix:%s",
+		         p->cfg.redis_unix_socket);
+	else
+		snprintf(redis, sizeof(redis), "%s:%d",
+		         p->cfg.redis_host ? p->cfg.redis_host : "127.0.0.1",
+		         p->cfg.redis_port);
+	mosquitto_log_printf(
+	    MOSQ_LOG_NOTICE,
+	    RL_LOG " started redis=%s auth=%s sync_interval_ms=%d "
+	           "local_share=%.2f connect_limit_per_minute=%d "
+	           "kick_after_windows=%d broker_id=%s",
+	    redis, p->cfg.password ? "yes" : "no", p->cfg.sync_interval_ms,
+	    p->pol.local_share, p->cfg.connect_limit_per_minute,
+	    p->cfg.kick_after_windows, fg_runtime_broker_id(p->rt));
+}
+
 FG_PLUGIN_ENTRY int mosquitto_plugin_version(int supported_version_count,
                                              const int *supported_versions)
 {
@@ -566,18 +587,7 @@ FG_PLUGIN_ENTRY int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier,
 		goto fail;
 	p->id = identifier;
 	*userdata = p;
-	mosquitto_log_printf(
-	    MOSQ_LOG_NOTICE,
-	    RL_LOG " started redis=%s:%d%s auth=%s sync_interval_ms=%d "
-	           "local_share=%.2f connect_limit_per_minute=%d "
-	           "kick_after_windows=%d broker_id=%s",
-	    p->cfg.redis_unix_socket ? "unix"
-	    : p->cfg.redis_host      ? p->cfg.redis_host
-	                             : "127.0.0.1",
-	    p->cfg.redis_unix_socket ? 0 : p->cfg.redis_port, "",
-	    p->cfg.password ? "yes" : "no", p->cfg.sync_interval_ms,
-	    p->pol.local_share, p->cfg.connect_limit_per_minute,
-	    p->cfg.kick_after_windows, fg_runtime_broker_id(p->rt));
+	log_started(p);
 	return MOSQ_ERR_SUCCESS;
 fail:
 	mosquitto_log_printf(MOSQ_LOG_ERR, RL_LOG " cannot start: %s", err);

@@ -9,8 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "fg_registry.h"
 #include "rl.h"
+#include "rl_config.h"
 #include "rl_redis.h"
 
 static const struct rl_policy FLEET = {
@@ -526,6 +530,92 @@ START_TEST(the_device_table_grows_and_forgets_idle_devices)
 }
 END_TEST
 
+/* rl_config_finish on a configuration with one string option set. */
+static int finish_with(struct rl_config *cfg, char **field, const char *v,
+                       char *err, size_t errlen)
+{
+	rl_config_init(cfg);
+	*field = v ? strdup(v) : NULL;
+	return rl_config_finish(cfg, err, errlen);
+}
+
+START_TEST(local_share_is_a_number_above_0_and_at_most_1)
+{
+	static const char *const bad[] = {"0",   "-0.5", "1.01",
+	                                  "abc", "0.5x", ""};
+	struct rl_config cfg;
+	char err[256];
+	size_t i;
+
+	ck_assert_int_eq(
+	    finish_with(&cfg, &cfg.local_share, "0.25 ", err, sizeof(err)), 0);
+	ck_assert(cfg.local_share_value > 0.249 &&
+	          cfg.local_share_value < 0.251);
+	ck_assert_str_eq(cfg.redis_key_prefix, "fleetgate:rl:");
+	rl_config_free(&cfg);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ck_assert_int_eq(finish_with(&cfg, &cfg.local_share, bad[i],
+		                             err, sizeof(err)),
+		                 -1);
+		ck_assert_ptr_nonnull(strstr(err, "plugin_opt_local_share"));
+		rl_config_free(&cfg);
+	}
+}
+END_TEST
+
+START_TEST(the_redis_password_comes_from_a_private_file_or_the_environment)
+{
+	char path[] = "/tmp/fg-rl-test-XXXXXX", err[256];
+	struct rl_config cfg;
+	int fd = mkstemp(path);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, "s3cret pw\r\nsecond line\n", 24), 24);
+	close(fd);
+	chmod(path, 0600);
+	ck_assert_int_eq(
+	    finish_with(&cfg, &cfg.redis_password_file, path, err, sizeof(err)),
+	    0);
+	ck_assert_str_eq(cfg.password, "s3cret pw");
+	rl_config_free(&cfg);
+	ck_assert_ptr_null(cfg.password);
+	/* Readable by everyone: refused, and the message names the file,
+	 * never what it holds. */
+	chmod(path, 0644);
+	ck_assert_int_eq(
+	    finish_with(&cfg, &cfg.redis_password_file, path, err, sizeof(err)),
+	    -1);
+	ck_assert_ptr_nonnull(strstr(err, "readable by everyone"));
+	ck_assert_ptr_null(strstr(err, "s3cret"));
+	rl_config_free(&cfg);
+	unlink(path);
+	ck_assert_int_eq(
+	    finish_with(&cfg, &cfg.redis_password_file, path, err, sizeof(err)),
+	    -1);
+	ck_assert_ptr_nonnull(strstr(err, "cannot open"));
+	rl_config_free(&cfg);
+
+	setenv("FG_RL_UNIT_PW", "from env", 1);
+	ck_assert_int_eq(finish_with(&cfg, &cfg.redis_password_env,
+	                             "FG_RL_UNIT_PW", err, sizeof(err)),
+	                 0);
+	ck_assert_str_eq(cfg.password, "from env");
+	/* Both at once: which one would win is not obvious, so neither. */
+	cfg.redis_password_file = strdup(path);
+	free(cfg.password);
+	cfg.password = NULL;
+	ck_assert_int_eq(rl_config_finish(&cfg, err, sizeof(err)), -1);
+	ck_assert_ptr_nonnull(strstr(err, "give one"));
+	rl_config_free(&cfg);
+	unsetenv("FG_RL_UNIT_PW");
+	ck_assert_int_eq(finish_with(&cfg, &cfg.redis_password_env,
+	                             "FG_RL_UNIT_PW", err, sizeof(err)),
+	                 -1);
+	ck_assert_ptr_nonnull(strstr(err, "FG_RL_UNIT_PW is not set"));
+	rl_config_free(&cfg);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("ratelimit");
@@ -550,6 +640,10 @@ static Suite *suite(void)
 	tcase_add_test(tc, two_brokers_flooding_get_their_budget_and_no_more);
 	tcase_add_test(tc, a_failed_exchange_reports_the_devices_again);
 	tcase_add_test(tc, the_device_table_grows_and_forgets_idle_devices);
+	tcase_add_test(tc, local_share_is_a_number_above_0_and_at_most_1);
+	tcase_add_test(
+	    tc,
+	    the_redis_password_comes_from_a_private_file_or_the_environment);
 	suite_add_tcase(s, tc);
 	return s;
 }
