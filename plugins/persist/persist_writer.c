@@ -20,7 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fg_audit.h"
 #include "fg_common.h"
@@ -30,6 +32,7 @@
 #define COPY_CHUNK (256u << 10)
 #define PARTITIONS_EVERY_MS (3600 * 1000)
 #define STOP_WAIT_S 5
+#define WRITER_NICE 10
 
 static const char COPY_SQL[] =
     "COPY fleetgate.readings (broker_id, seq, received_at, measured_at, "
@@ -795,6 +798,10 @@ static void *writer_main(void *arg)
 	uint64_t skipped_logged = 0;
 
 	fg_thread_private_files();
+	/* The journal absorbs bursts; when the machine is short of CPU the
+	 * broker thread, which every client waits on, goes first and the
+	 * writer catches up later. (Linux applies nice to the thread.) */
+	(void)setpriority(PRIO_PROCESS, (id_t)gettid(), WRITER_NICE);
 	fg_backoff_reset(&backoff, w->s.retry_max_ms);
 	journal_cursor_init(w->j, &w->cur);
 	w->stored_upto = journal_checkpoint(w->j);
