@@ -32,6 +32,26 @@ FG_API struct fg_runtime *fg_plugin_runtime(const struct fg_opt_table *own,
                                             int count, char *err,
                                             size_t errlen);
 
+/*
+ * The two entry points every fleetgate plugin defines alike: the plugin
+ * interface version, and cleanup handing the userdata of init to
+ * free_fn (which must accept NULL and unregister the callbacks).
+ */
+#define FG_PLUGIN_COMMON_ENTRY_POINTS(free_fn)                                 \
+	FG_PLUGIN_ENTRY int mosquitto_plugin_version(int count,                \
+	                                             const int *versions)      \
+	{                                                                      \
+		return fg_plugin_version(count, versions);                     \
+	}                                                                      \
+	FG_PLUGIN_ENTRY int mosquitto_plugin_cleanup(                          \
+	    void *userdata, struct mosquitto_opt *options, int option_count)   \
+	{                                                                      \
+		(void)options;                                                 \
+		(void)option_count;                                            \
+		free_fn(userdata);                                             \
+		return MOSQ_ERR_SUCCESS;                                       \
+	}
+
 /* Register every callback, or none (those done are undone). Returns 0, or
  * -1 with err set. */
 FG_API int fg_plugin_register(mosquitto_plugin_id_t *id,

@@ -504,12 +504,6 @@ static void set_defaults(struct persist_config *c)
 	c->audit = true;
 }
 
-FG_PLUGIN_ENTRY int mosquitto_plugin_version(int supported_version_count,
-                                             const int *supported_versions)
-{
-	return fg_plugin_version(supported_version_count, supported_versions);
-}
-
 FG_PLUGIN_ENTRY int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier,
                                           void **userdata,
                                           struct mosquitto_opt *options,
@@ -573,12 +567,5 @@ fail:
 	return MOSQ_ERR_INVAL;
 }
 
-FG_PLUGIN_ENTRY int mosquitto_plugin_cleanup(void *userdata,
-                                             struct mosquitto_opt *options,
-                                             int option_count)
-{
-	(void)options;
-	(void)option_count;
-	plugin_free(userdata);
-	return MOSQ_ERR_SUCCESS;
-}
+/* mosquitto_plugin_version and mosquitto_plugin_cleanup. */
+FG_PLUGIN_COMMON_ENTRY_POINTS(plugin_free)
