@@ -959,6 +959,32 @@ fg_wait_registry() {
 		"${2:-10}"
 }
 
+# fg_start_fails DESC REGEX CONF_LINE...: a broker with a minimal
+# configuration plus CONF_LINEs (the plugin lines under test) must refuse
+# to start, and its output must match REGEX. Passes or fails DESC.
+fg_start_fails() {
+	local desc=$1 re=$2 conf out rc=0 port
+	local -a san
+	shift 2
+	mapfile -t san < <(fg_sanitizer_env)
+	fg_free_port port
+	conf=$FG_TMP/bad-$RANDOM.conf
+	{
+		echo "per_listener_settings false"
+		echo "allow_anonymous false"
+		[[ $(id -u) -eq 0 ]] && echo "user root"
+		echo "log_dest stdout"
+		echo "listener $port 127.0.0.1"
+		printf '%s\n' "$@"
+	} >"$conf"
+	out=$(timeout 20 env "${san[@]}" mosquitto -c "$conf" 2>&1) || rc=$?
+	if [[ $rc -ne 0 && $rc -ne 124 ]] && [[ $out =~ $re ]]; then
+		pass "$desc"
+	else
+		fail "$desc" "exit status $rc (124: still running), output:" "$out"
+	fi
+}
+
 # ------------------------------------------------------------- clients ----
 
 # fg_client_run ARGS...: runs fg_client; sets FG_RC (its exit code) and

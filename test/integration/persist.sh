@@ -513,26 +513,10 @@ fg_broker_stop A1
 
 # --- Broken configuration -----------------------------------------------------------
 start_fails() {
-	local desc=$1 re=$2 conf out rc=0 port
+	local desc=$1 re=$2
 	shift 2
-	fg_free_port port
-	conf=$FG_TMP/bad-$RANDOM.conf
-	{
-		echo "per_listener_settings false"
-		echo "allow_anonymous false"
-		[[ $(id -u) -eq 0 ]] && echo "user root"
-		echo "log_dest stdout"
-		echo "listener $port 127.0.0.1"
-		echo "plugin $FG_BUILD/fleetgate_persist.so"
-		echo "plugin_opt_db_conninfo host=$PGHOST port=$PGPORT dbname=$PGDATABASE user=fg_broker"
-		printf '%s\n' "$@"
-	} >"$conf"
-	out=$(timeout 20 env "${SAN_ENV[@]}" mosquitto -c "$conf" 2>&1) || rc=$?
-	if [[ $rc -ne 0 && $rc -ne 124 ]] && [[ $out =~ $re ]]; then
-		pass "$desc"
-	else
-		fail "$desc" "exit status $rc (124: still running), output:" "$out"
-	fi
+	fg_start_fails "$desc" "$re" "plugin $FG_BUILD/fleetgate_persist.so" \
+		"plugin_opt_db_conninfo host=$PGHOST port=$PGPORT dbname=$PGDATABASE user=fg_broker" "$@"
 }
 J="plugin_opt_journal_dir $FG_TMP/bad.journal"
 start_fails "without topics the broker does not start" \
