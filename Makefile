@@ -71,7 +71,7 @@ $(BUILD)/tools/%: test/tools/%.c
 	$(Q)$(CC) -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) -pthread -o $@ $< \
 		-lmosquitto -lssl -lcrypto -lpthread -lm
 
-$(BUILD)/tools/%: test/bench/%.c
+$(BUILD)/tools/%: test/bench/%.c $(wildcard test/bench/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  CC      $@"
 	$(Q)$(CC) -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) -pthread -o $@ $< \
@@ -139,11 +139,11 @@ lint:
 
 format:
 	clang-format -i $(COMMON_SRC) $(wildcard common/*.h) $(PLUGIN_SRC) \
-		$(wildcard plugins/*/*.h) $(TOOLS_SRC) $(BENCH_SRC) $(UNIT_SRC)
+		$(wildcard plugins/*/*.h) $(TOOLS_SRC) $(BENCH_SRC) $(wildcard test/bench/*.h) $(UNIT_SRC)
 
 format-check:
 	@clang-format --dry-run --Werror $(COMMON_SRC) $(wildcard common/*.h) \
-		$(PLUGIN_SRC) $(wildcard plugins/*/*.h) $(TOOLS_SRC) $(BENCH_SRC) \
+		$(PLUGIN_SRC) $(wildcard plugins/*/*.h) $(TOOLS_SRC) $(BENCH_SRC) $(wildcard test/bench/*.h) \
 		$(UNIT_SRC) && echo "format-check: ok"
 
 clean:

@@ -67,6 +67,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "fg_bench_cpu.h"
+
 #define MAX_DEVICES 100000
 #define ID_MAX 128
 #define PATH_MAX_LEN 4096
@@ -535,67 +537,6 @@ static void *worker_main(void *arg)
 			usleep(10000);
 	}
 	return NULL;
-}
-
-static double cpu_seconds_self(void)
-{
-	struct rusage ru;
-
-	getrusage(RUSAGE_SELF, &ru);
-	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-}
-
-/*
- * utime + stime in seconds from a /proc stat file: of the whole process
- * (all threads) when tid is 0, else of that one thread; -1 if unreadable.
- */
-static double cpu_seconds_of(long pid, long tid)
-{
-	char path[96], buf[2048], *p;
-	unsigned long long utime, stime;
-	long ticks = sysconf(_SC_CLK_TCK);
-	size_t n;
-	FILE *f;
-
-	if (tid == 0)
-		snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-	else
-		snprintf(path, sizeof(path), "/proc/%ld/task/%ld/stat", pid,
-		         tid);
-	f = fopen(path, "r");
-	if (f == NULL)
-		return -1;
-	n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	/* The command name may hold blanks and parentheses: fields are
-	 * counted from the last ')'. utime and stime are fields 14, 15. */
-	p = strrchr(buf, ')');
-	if (p == NULL || ticks <= 0 ||
-	    sscanf(p + 2,
-	           "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
-	           &utime, &stime) != 2)
-		return -1;
-	return (double)(utime + stime) / (double)ticks;
-}
-
-/* Idle time of the whole machine (all CPUs) in seconds; -1 if unknown. */
-static double idle_seconds(void)
-{
-	unsigned long long user, nice, sys, idle, iowait;
-	long ticks = sysconf(_SC_CLK_TCK);
-	FILE *f = fopen("/proc/stat", "r");
-	int n;
-
-	if (f == NULL)
-		return -1;
-	n = fscanf(f, "cpu %llu %llu %llu %llu %llu", &user, &nice, &sys, &idle,
-	           &iowait);
-	fclose(f);
-	if (n != 5 || ticks <= 0)
-		return -1;
-	return (double)(idle + iowait) / (double)ticks;
 }
 
 static int cmp_float(const void *a, const void *b)

@@ -85,6 +85,8 @@
 
 #include <mosquitto.h>
 
+#include "fg_bench_cpu.h"
+
 #define MAX_SUBSCRIBERS 5000
 #define NAME_LEN 128
 /* Packets read from one socket per wake-up before the others get a turn. */
@@ -567,66 +569,6 @@ static uint64_t delivered_sum(void)
 	for (i = 0; i < opt.subscribers; i++)
 		sum += subs[i].received + subs[i].dups;
 	return sum;
-}
-
-static double cpu_seconds_self(void)
-{
-	struct rusage ru;
-
-	getrusage(RUSAGE_SELF, &ru);
-	return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
-	       (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
-}
-
-/*
- * utime + stime in seconds of a process (tid 0) or of one of its threads,
- * from /proc; -1 when unreadable.
- */
-static double cpu_seconds_of(long pid, long tid)
-{
-	unsigned long long utime, stime;
-	char path[96], buf[2048], *p;
-	long ticks = sysconf(_SC_CLK_TCK);
-	size_t n;
-	FILE *f;
-
-	if (tid == 0)
-		snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
-	else
-		snprintf(path, sizeof(path), "/proc/%ld/task/%ld/stat", pid,
-		         tid);
-	f = fopen(path, "r");
-	if (f == NULL)
-		return -1;
-	n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	/* Fields count from the last ')': the name may hold anything. */
-	p = strrchr(buf, ')');
-	if (p == NULL || ticks <= 0 ||
-	    sscanf(p + 2,
-	           "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
-	           &utime, &stime) != 2)
-		return -1;
-	return (double)(utime + stime) / (double)ticks;
-}
-
-/* Idle time of the whole machine (all CPUs) in seconds; -1 if unknown. */
-static double idle_seconds(void)
-{
-	unsigned long long user, nice, sys, idle, iowait;
-	long ticks = sysconf(_SC_CLK_TCK);
-	FILE *f = fopen("/proc/stat", "r");
-	int n;
-
-	if (f == NULL)
-		return -1;
-	n = fscanf(f, "cpu %llu %llu %llu %llu %llu", &user, &nice, &sys, &idle,
-	           &iowait);
-	fclose(f);
-	if (n != 5 || ticks <= 0)
-		return -1;
-	return (double)(idle + iowait) / (double)ticks;
 }
 
 /* CPU counters at one instant, for the measured interval. */
