@@ -426,29 +426,6 @@ is "$r_susp_again" north:device_suspended \
 # when refused), a SUBSCRIBE by its SUBACK, a delivery by whether the
 # message arrives. They connect only now, after the auth audit checks
 # above, which count connections.
-declare -A SC_FD=()
-
-# sc_start NAME ARGS...: fg_client --script in the background, commands
-# from $FG_TMP/clients/NAME.in, output in $FG_TMP/clients/NAME.out. True
-# once it printed "ready" (connected).
-sc_start() {
-	local name=$1 fifo=$FG_TMP/clients/$1.in fd
-	shift
-	rm -f -- "$fifo"
-	mkfifo -- "$fifo"
-	(
-		# Other clients' FIFOs stay out of this process, so that its input
-		# ends when this script closes it.
-		for fd in "${SC_FD[@]}"; do
-			eval "exec $fd>&-"
-		done
-		exec "$FG_CLIENT" --timeout "$((5 * FG_SLOW))" --script "$@"
-	) <"$fifo" >"$FG_TMP/clients/$name.out" 2>&1 &
-	FG_CLIENT_PID[$name]=$!
-	exec {fd}>"$fifo"
-	SC_FD[$name]=$fd
-	fg_client_wait_line "$name" '^ready$' 5
-}
 
 # sc_dev NAME BROKER DEVICE: the device over TLS (client id = device id).
 sc_dev() {
@@ -461,28 +438,6 @@ sc_dev() {
 sc_dash() {
 	sc_start "$1" --host 127.0.0.1 --port "${FG_PLAIN_PORT[$2]}" --id "$3" \
 		--username "$dash_user" --password "$dash_password"
-}
-
-# sc_send NAME LINE...: commands to the client (in a subshell that ignores
-# SIGPIPE, in case the client has exited).
-sc_send() {
-	local fd=${SC_FD[$1]:-}
-	shift
-	[[ -n $fd ]] || return 0
-	(
-		trap '' PIPE
-		printf '%s\n' "$@" 1>&"$fd"
-	) 2>/dev/null || true
-}
-
-# sc_close NAME: a clean DISCONNECT; waits for the client to exit.
-sc_close() {
-	local fd=${SC_FD[$1]:-}
-	[[ -n $fd ]] || return 0
-	sc_send "$1" quit
-	eval "exec $fd>&-"
-	unset "SC_FD[$1]"
-	fg_client_wait "$1" 3 || true
 }
 
 # sc_do NAME KIND TAG COMMAND: sends COMMAND and waits (3 s at most) for
@@ -503,11 +458,6 @@ verdict() {
 	else
 		echo "no answer ($1)"
 	fi
-}
-
-# sc_got NAME PAYLOAD: the client received a message with that payload.
-sc_got() {
-	grep -qF -- " payload=$2 topic=" "$FG_TMP/clients/$1.out" 2>/dev/null
 }
 
 acl_limit_ms=$((1000 * FG_SLOW))
@@ -653,7 +603,7 @@ for b in "${brokers[@]}"; do
 done
 
 for name in dash-north rdev-north ldev-north dash-south rdev-south ldev-south; do
-	sc_close "$name"
+	sc_close "$name" || true
 done
 
 step "What the audit table recorded (source 'acl': denials, one row per client," \

@@ -1267,3 +1267,69 @@ fg_redis_freeze() {
 fg_redis_thaw() {
 	kill -CONT "$FG_REDIS_PID"
 }
+
+# ------------------------------------------------------ script clients ----
+#
+# fg_client --script processes kept running in the background and fed
+# commands through a FIFO each (see test/tools/fg_client.c): a PUBLISH is
+# judged by its PUBACK, a SUBSCRIBE by its SUBACK, a delivery by whether
+# the message arrives.
+
+declare -gA SC_FD=()
+
+# sc_start NAME ARGS...: fg_client --script in the background with
+# commands from the FIFO $FG_TMP/clients/NAME.in and its output in
+# $FG_TMP/clients/NAME.out. Returns 0 once it printed "ready" (connected),
+# 1 when it was refused or did not connect.
+sc_start() {
+	local name=$1 fifo=$FG_TMP/clients/$1.in fd
+	shift
+	rm -f -- "$fifo"
+	mkfifo -- "$fifo"
+	(
+		# Other clients' FIFOs stay out of this process, so that each
+		# client's input ends when this script closes it.
+		for fd in "${SC_FD[@]}"; do
+			eval "exec $fd>&-"
+		done
+		exec "$FG_CLIENT" --timeout "$((5 * FG_SLOW))" --script "$@"
+	) <"$fifo" >"$FG_TMP/clients/$name.out" 2>&1 &
+	FG_CLIENT_PID[$name]=$!
+	exec {fd}>"$fifo"
+	SC_FD[$name]=$fd
+	fg_client_wait_line "$name" '^ready$' 5
+}
+
+# sc_write NAME TEXT: TEXT as it is to the client (in a subshell that
+# ignores SIGPIPE, in case the client has exited).
+sc_write() {
+	local fd=${SC_FD[$1]:-}
+	[[ -n $fd ]] || return 0
+	(
+		trap '' PIPE
+		printf '%s' "$2" 1>&"$fd"
+	) 2>/dev/null || true
+}
+
+# sc_send NAME LINE...: commands to the client, one a line.
+sc_send() {
+	local name=$1
+	shift
+	sc_write "$name" "$(printf '%s\n' "$@")"$'\n'
+}
+
+# sc_close NAME: a clean DISCONNECT; waits (3 s) for the client to exit.
+# Returns what fg_client_wait returns.
+sc_close() {
+	local name=$1 fd=${SC_FD[$1]:-}
+	[[ -n $fd ]] || return 0
+	sc_send "$name" quit
+	eval "exec $fd>&-"
+	unset "SC_FD[$name]"
+	fg_client_wait "$name" 3
+}
+
+# sc_got NAME PAYLOAD: the client received a message with that payload.
+sc_got() {
+	grep -qF -- " payload=$2 topic=" "$FG_TMP/clients/$1.out" 2>/dev/null
+}

@@ -57,34 +57,10 @@ LIVE_LIMIT_MS=$((1000 * FG_SLOW))
 
 # ------------------------------------------------------ script clients ----
 
-declare -gA SC_FD=()
 SC_SEQ=0
 SC_TAG=
 SC_RC=
 SC_LINE=
-
-# sc_start NAME ARGS...: fg_client --script in the background with
-# commands from the FIFO $FG_TMP/clients/NAME.in and its output in
-# $FG_TMP/clients/NAME.out. Returns 0 once it printed "ready" (connected),
-# 1 when it was refused or did not connect.
-sc_start() {
-	local name=$1 fifo=$FG_TMP/clients/$1.in fd
-	shift
-	rm -f -- "$fifo"
-	mkfifo -- "$fifo"
-	(
-		# Other clients' FIFOs stay out of this process, so that each
-		# client's input ends when this script closes it.
-		for fd in "${SC_FD[@]}"; do
-			eval "exec $fd>&-"
-		done
-		exec "$FG_CLIENT" --timeout "$((5 * FG_SLOW))" --script "$@"
-	) <"$fifo" >"$FG_TMP/clients/$name.out" 2>&1 &
-	FG_CLIENT_PID[$name]=$!
-	exec {fd}>"$fifo"
-	SC_FD[$name]=$fd
-	fg_client_wait_line "$name" '^ready$' 5
-}
 
 # sc_dev NAME BROKER CERT [fg_client args...]: a device over TLS, client id
 # = the certificate's device id unless --id is given.
@@ -103,35 +79,6 @@ sc_acct() {
 	shift 5
 	sc_start "$name" --host 127.0.0.1 --port "${FG_PLAIN_PORT[$broker]}" \
 		--id "$id" --username "$user" --password "$pass" "$@"
-}
-
-# sc_write NAME TEXT: TEXT to the client's FIFO. Lost if the client has
-# exited: in a subshell that ignores SIGPIPE, which would otherwise end
-# this script without its EXIT trap.
-sc_write() {
-	local fd=${SC_FD[$1]:-}
-	[[ -n $fd ]] || return 0
-	(
-		trap '' PIPE
-		printf '%s' "$2" 1>&"$fd"
-	) 2>/dev/null || true
-}
-
-# sc_send NAME LINE...: commands to the client.
-sc_send() {
-	local name=$1
-	shift
-	sc_write "$name" "$(printf '%s\n' "$@")"$'\n'
-}
-
-# sc_close NAME: a clean DISCONNECT; waits for the client to exit.
-sc_close() {
-	local name=$1 fd=${SC_FD[$1]:-}
-	[[ -n $fd ]] || return 0
-	sc_send "$name" quit
-	eval "exec $fd>&-"
-	unset "SC_FD[$name]"
-	fg_client_wait "$name" 3
 }
 
 # sc_die NAME: the client exits without DISCONNECT (its Will is sent).
@@ -256,11 +203,6 @@ sc_pub() {
 	sc__tag p
 	sc_send "$1" "pub $SC_TAG ${4:-1} ${3:-0} $2"
 	sc__answer "$1" "$SC_TAG"
-}
-
-# sc_got NAME TAG: the client received a message with payload TAG.
-sc_got() {
-	grep -qF -- " payload=$2 topic=" "$FG_TMP/clients/$1.out" 2>/dev/null
 }
 
 # sc_wait_got NAME TAG [TIMEOUT]
