@@ -469,7 +469,7 @@ static void *writer_main(void *arg)
 	int64_t stop_deadline = 0;
 	size_t n = 0, i;
 
-	fg_thread_private_files();
+	fg_worker_begin("fg-audit", NULL, 0);
 
 	batch = calloc((size_t)a->s.batch_size, sizeof(*batch));
 	fg_backoff_reset(&backoff, a->s.retry_max_ms);

@@ -3,12 +3,22 @@
  */
 #include "fg_common.h"
 
-#include <stdarg.h>
-#include <stdio.h>
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
 #include <sched.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <mosquitto_broker.h>
+
+#include "fg_log.h"
 
 int64_t fg_time_s(void)
 {
@@ -65,10 +75,92 @@ uint64_t fg_hash_ptr(const void *ptr)
 	return p >> 20;
 }
 
-void fg_thread_private_files(void)
+/* Close the descriptors from lo to hi (inclusive) of the calling thread's
+ * table; -1 when close_range is not there (kernel before 5.9). */
+static int close_between(unsigned lo, unsigned hi)
 {
-	/* Failure only costs the broker the fast path; nothing to handle. */
-	(void)unshare(CLONE_FILES);
+	if (lo > hi)
+		return 0;
+	return (int)syscall(SYS_close_range, lo, hi, 0);
+}
+
+static bool kept(int fd, const int *keep, size_t nkeep)
+{
+	for (size_t i = 0; i < nkeep; i++)
+		if (keep[i] == fd)
+			return true;
+	return false;
+}
+
+/* Without close_range: close what /proc lists. The numbers are read
+ * first, since closing while reading the directory would skip entries. */
+static void close_listed(const int *keep, size_t nkeep)
+{
+	DIR *d = opendir("/proc/thread-self/fd");
+	int *fds = NULL, self;
+	size_t n = 0, cap = 0;
+	struct dirent *e;
+
+	if (d == NULL)
+		return;
+	self = dirfd(d);
+	while ((e = readdir(d)) != NULL) {
+		char *end;
+		long fd = strtol(e->d_name, &end, 10);
+
+		if (*end != '\0' || end == e->d_name || fd < 3 || fd == self ||
+		    kept((int)fd, keep, nkeep))
+			continue;
+		if (fg_grow(&fds, &cap, n, sizeof(*fds)) != 0)
+			break;
+		fds[n++] = (int)fd;
+	}
+	closedir(d);
+	for (size_t i = 0; i < n; i++)
+		close(fds[i]);
+	free(fds);
+}
+
+void fg_worker_begin(const char *name, const int *keep, size_t nkeep)
+{
+	static atomic_flag told = ATOMIC_FLAG_INIT;
+	int sorted[8];
+	size_t n = 0;
+	unsigned lo = 3;
+	bool ok = true;
+
+	if (name != NULL)
+		(void)pthread_setname_np(pthread_self(), name);
+	if (unshare(CLONE_FILES) != 0) {
+		if (!atomic_flag_test_and_set(&told))
+			fg_log(MOSQ_LOG_WARNING,
+			       "fleetgate: worker threads share the broker's "
+			       "descriptor table (unshare: %s); each system "
+			       "call of the broker thread costs a little more",
+			       strerror(errno));
+		return;
+	}
+	/* keep, sorted, for the gaps between its descriptors. */
+	for (size_t i = 0; i < nkeep && n < sizeof(sorted) / sizeof(*sorted);
+	     i++) {
+		size_t j = n++;
+
+		while (j > 0 && sorted[j - 1] > keep[i]) {
+			sorted[j] = sorted[j - 1];
+			j--;
+		}
+		sorted[j] = keep[i];
+	}
+	for (size_t i = 0; i < n && ok; i++) {
+		if (sorted[i] < (int)lo)
+			continue;
+		ok = close_between(lo, (unsigned)sorted[i] - 1) == 0;
+		lo = (unsigned)sorted[i] + 1;
+	}
+	if (ok)
+		ok = close_between(lo, ~0U) == 0;
+	if (!ok)
+		close_listed(keep, nkeep);
 }
 
 void fg_timespec_in(struct timespec *ts, clockid_t clk, int ms)

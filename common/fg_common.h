@@ -34,15 +34,26 @@ FG_API void fg_seterr(char *err, size_t errlen, const char *fmt, ...)
     FG_PRINTF(3, 4);
 
 /*
- * Called first by every worker thread: give the thread a file descriptor
+ * Called first by every worker thread: name the thread (at most 15
+ * characters, shown by top -H and in /proc) and give it a file descriptor
  * table of its own. While threads share the table, the kernel counts a
  * reference on every descriptor the broker thread uses in every system
  * call; with the table private again, the broker's sends and polls take
- * the single-owner fast path. The thread keeps its copies of descriptors
- * opened before it started (the stop pipe), and what it opens (database
- * sockets, the snapshot file) is its own.
+ * the single-owner fast path.
+ *
+ * The private table starts as a copy of the broker's. Every copied
+ * descriptor from 3 up is closed again except the nkeep in keep (a stop
+ * pipe, a journal directory), so that the thread holds nothing of the
+ * broker's open: no listener, no client socket, no rotated log file, no
+ * deleted journal segment. From then on what the thread opens is its
+ * own, and no other thread may close it: the thread must close its
+ * descriptors (database sockets) before it returns.
+ *
+ * Where unshare is refused (a seccomp filter, say), the thread keeps
+ * sharing the broker's table and nothing is closed; the first such
+ * thread logs it once.
  */
-FG_API void fg_thread_private_files(void);
+FG_API void fg_worker_begin(const char *name, const int *keep, size_t nkeep);
 
 /* strdup that keeps NULL; sets *failed when out of memory. */
 FG_API char *fg_strdup_or_null(const char *s, bool *failed);

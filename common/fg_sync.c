@@ -361,7 +361,7 @@ static void *loader_main(void *arg)
 	struct fg_backoff backoff;
 	int64_t next_full = 0;
 
-	fg_thread_private_files();
+	fg_worker_begin("fg-registry", &sy->stop_pipe[0], 1);
 
 	fg_backoff_reset(&backoff, sy->s.retry_max_ms);
 	for (;;) {

@@ -931,6 +931,79 @@ fg_broker_stop() {
 	FG_BROKER_STATUS[$name]=$status
 }
 
+# fg_task_sockets PID TID: the inodes of the sockets in the descriptor
+# table of task TID of process PID, one per line.
+fg_task_sockets() {
+	local fd link
+	for fd in /proc/"$1"/task/"$2"/fd/*; do
+		link=$(readlink "$fd" 2>/dev/null) || continue
+		[[ $link == socket:\[*\] ]] && echo "${link:8:-1}"
+	done
+	return 0
+}
+
+# fg_worker_tasks NAME: "TID THREAD-NAME" for each task of broker NAME but
+# its main thread.
+fg_worker_tasks() {
+	local pid=${FG_BROKER_PID[$1]} t
+	for t in /proc/"$pid"/task/*; do
+		[[ ${t##*/} == "$pid" ]] && continue
+		echo "${t##*/} $(cat "$t/comm" 2>/dev/null)"
+	done
+}
+
+# fg_tcp_peer_inodes PORT: the inodes of the TCP sockets on this machine
+# connected to port PORT (IPv4 and IPv6).
+fg_tcp_peer_inodes() {
+	awk -v port="$(printf '%04X' "$1")" 'FNR > 1 {
+		split($3, peer, ":"); if (peer[2] == port) print $10 }' \
+		/proc/net/tcp /proc/net/tcp6
+}
+
+# fg_worker_tables NAME THREAD...: checks that the broker's worker threads
+# (named THREAD...) run on descriptor tables of their own: each named
+# thread is there, none holds a socket of the broker thread's table, and
+# the database connections are the workers', none the broker thread's.
+# Prints what is wrong and returns 1, or returns 0.
+fg_worker_tables() {
+	local name=$1 pid=${FG_BROKER_PID[$1]} want tid comm bad=0 dbseen=0
+	local -A main=() db=() names=()
+	shift
+	while read -r tid; do main[$tid]=1; done < <(fg_task_sockets "$pid" "$pid")
+	while read -r tid; do db[$tid]=1; done < <(fg_tcp_peer_inodes "$PGPORT")
+	for tid in "${!main[@]}"; do
+		if [[ -n ${db[$tid]:-} ]]; then
+			echo "the broker thread holds database socket $tid"
+			bad=1
+		fi
+	done
+	while read -r tid comm; do
+		names[$comm]=1
+		while read -r want; do
+			if [[ -n ${main[$want]:-} ]]; then
+				echo "thread $comm ($tid) holds the broker's socket $want"
+				bad=1
+			fi
+			[[ -n ${db[$want]:-} ]] && dbseen=1
+		done < <(fg_task_sockets "$pid" "$tid")
+	done < <(fg_worker_tasks "$name")
+	for want; do
+		if [[ -z ${names[$want]:-} ]]; then
+			echo "no thread named $want (threads: ${!names[*]})"
+			bad=1
+		fi
+	done
+	((${#main[@]} > 0)) || {
+		echo "the broker thread holds no socket at all"
+		bad=1
+	}
+	((dbseen)) || {
+		echo "no worker thread holds a database socket"
+		bad=1
+	}
+	return "$bad"
+}
+
 # fg_log_mark NAME: fg_wait_log and fg_log_has then read only what the
 # broker logged after this call.
 fg_log_mark() {

@@ -439,6 +439,19 @@ static int save_checkpoint(struct journal *j, uint64_t seq)
 
 /* Reading ----------------------------------------------------------------- */
 
+int journal_dirfd(const struct journal *j)
+{
+	return j->dirfd;
+}
+
+void journal_reader_release(struct journal *j)
+{
+	if (j->rfd >= 0)
+		close(j->rfd);
+	j->rfd = -1;
+	j->rbuf_len = 0;
+}
+
 static int reader_open(struct journal *j, uint64_t seg)
 {
 	char name[32];

@@ -90,6 +90,19 @@ void journal_close(struct journal *j);
 /* A random name chosen when the journal was created. */
 const char *journal_id(const struct journal *j);
 
+/* The journal directory's descriptor, for a thread that opens segments
+ * by name. */
+int journal_dirfd(const struct journal *j);
+
+/*
+ * Close the reader's descriptor (journal_next opens it again on demand).
+ * The descriptor belongs to the table of the thread that opened it: the
+ * broker thread calls this when it has read the journal at start, before
+ * the writer thread takes over reading with a table of its own, and the
+ * writer calls it before it returns.
+ */
+void journal_reader_release(struct journal *j);
+
 #define JOURNAL_FULL (-2)
 
 /*

@@ -797,7 +797,11 @@ static void *writer_main(void *arg)
 	char err[FG_ERRLEN];
 	uint64_t skipped_logged = 0;
 
-	fg_thread_private_files();
+	int keep = journal_dirfd(w->j);
+
+	/* The journal directory is the one descriptor of the broker's the
+	 * writer uses: segments and the checkpoint are opened by name. */
+	fg_worker_begin("fg-persist", &keep, 1);
 	/* The journal absorbs bursts; when the machine is short of CPU the
 	 * broker thread, which every client waits on, goes first and the
 	 * writer catches up later. (Linux applies nice to the thread.) */
@@ -838,6 +842,7 @@ static void *writer_main(void *arg)
 		}
 	}
 	disconnect(w);
+	journal_reader_release(w->j); /* its descriptor is this thread's */
 	/* A clean stop leaves an exact checkpoint behind. */
 	if (journal_committed(w->j, w->stored_upto, true, err, sizeof(err)) !=
 	    0)
@@ -860,6 +865,8 @@ struct writer *writer_start(struct journal *j, const struct writer_settings *s,
 	}
 	w->s = *s;
 	w->j = j;
+	/* From here on only the writer reads the journal. */
+	journal_reader_release(j);
 	w->conninfo = strdup(s->pg.conninfo != NULL ? s->pg.conninfo : "");
 	w->broker_id = strdup(s->broker_id);
 	if (w->conninfo == NULL || w->broker_id == NULL) {

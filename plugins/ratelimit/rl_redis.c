@@ -466,7 +466,7 @@ static void *worker_main(void *arg)
 {
 	struct rl_redis *r = arg;
 
-	fg_thread_private_files();
+	fg_worker_begin("fg-ratelimit", NULL, 0);
 	pthread_mutex_lock(&r->lock);
 	for (;;) {
 		struct rl_batch *b;

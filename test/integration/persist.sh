@@ -80,6 +80,12 @@ start_persist p1 || fg_bail "broker p1 did not start"
 ok 'fg_wait_log p1 "fleetgate-persist: started journal_dir=.* fsync=batch" 5' \
 	"the plugin logs its start with its settings"
 fg_wait_registry p1 || true
+# A client stays connected, so that the broker thread holds its socket.
+fg_connect_bg held p1 dev-e dev-e --hold 30
+fg_wait_until 5 fg_worker_tables p1 fg-registry fg-audit fg-persist || true
+out=$(fg_worker_tables p1 fg-registry fg-audit fg-persist 2>&1) && rc=0 || rc=$?
+fg_client_stop held
+is "$rc:$out" "0:" "the worker threads (registry, audit, persist) run on descriptor tables of their own: no broker socket in theirs, no database socket in the broker thread's"
 
 ts=$(date -u -d '-1 minute' +%Y-%m-%dT%H:%M:%S.678Z)
 pub p1 dev-a water/m1/dev-a/readings 1 -m "{\"ts\":\"$ts\",\"flow_lps\":12.5}"

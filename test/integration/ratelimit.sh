@@ -223,6 +223,8 @@ expect_log_both "counting fleet-wide through Redis" \
 # ------------------------------------------------- within the limit ----
 
 watcher wA A || fg_bail "the watcher did not subscribe on A"
+out=$(fg_worker_tables A fg-registry fg-audit fg-ratelimit 2>&1) && rc=0 || rc=$?
+is "$rc:$out" "0:" "the worker threads (registry, audit, Redis) run on descriptor tables of their own"
 flood calm A rl-calm --rate 25 --duration 6
 flood_wait calm
 sent=$(field "$FG_OUT" sent)
