@@ -52,12 +52,30 @@ enum acl_answer {
 struct acl_client;
 
 /*
- * Compile the rules of one client from the registry (NULL: no registry,
- * everything denied). Returns NULL only when out of memory.
+ * The rule sets compiled so far, for sharing: clients whose rules compile
+ * to the same lists (same patterns once %c, %u and %m are filled in, same
+ * municipality for the isolation backstop) share one compiled set and
+ * its answer cache. Broker thread only, like everything here. Free the
+ * set after its clients, or before: sets still in use become private.
  */
-struct acl_client *acl_client_new(const struct fg_registry *reg,
+struct acl_set;
+struct acl_set *acl_set_new(void);
+void acl_set_free(struct acl_set *s);
+/* Distinct rule sets in use. */
+size_t acl_set_count(const struct acl_set *s);
+
+/*
+ * Compile the rules of one client from the registry (NULL: no registry,
+ * everything denied) and, with set not NULL, share them with the clients
+ * of the same registry generation whose rules compile alike. Returns NULL
+ * only when out of memory.
+ */
+struct acl_client *acl_client_new(struct acl_set *set, uint64_t generation,
+                                  const struct fg_registry *reg,
                                   const struct acl_config *cfg,
                                   const struct acl_identity *id);
+/* Whether two clients share their compiled rules and answer cache. */
+bool acl_client_shares(const struct acl_client *a, const struct acl_client *b);
 void acl_client_free(struct acl_client *c);
 
 /* Why a client has no rules at all, or NULL when it has some. */

@@ -35,6 +35,7 @@ struct acl_plugin {
 	struct acl_config cfg;
 	struct fg_runtime *rt;
 	struct client_state *buckets[NBUCKETS];
+	struct acl_set *sets; /* compiled rule sets, shared where alike */
 	/* Clients that disconnected: freed on the next TICK, because the
 	 * broker checks a Will after DISCONNECT. */
 	const void **gone;
@@ -111,7 +112,7 @@ static struct acl_client *client_rules(struct acl_plugin *p, const void *client,
 		p->buckets[b] = s;
 	}
 	acl_client_free(s->acl);
-	s->acl = acl_client_new(reg, &p->cfg, &id);
+	s->acl = acl_client_new(p->sets, gen, reg, &p->cfg, &id);
 	s->epoch = who->epoch;
 	s->generation = gen;
 	if (s->acl != NULL && acl_client_problem(s->acl) != NULL) {
@@ -249,6 +250,7 @@ static void plugin_free(struct acl_plugin *p)
 			drop_state(p, p->buckets[i]->client);
 	}
 	free(p->gone);
+	acl_set_free(p->sets);
 	fg_runtime_release(p->rt);
 	free(p);
 }
@@ -270,6 +272,12 @@ FG_PLUGIN_ENTRY int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier,
 	p->cfg.isolation = true;
 	p->cfg.municipality_level = 1;
 	p->cfg.cache_size = 1024;
+	p->sets = acl_set_new();
+	if (p->sets == NULL) {
+		mosquitto_log_printf(MOSQ_LOG_ERR, ACL_LOG " out of memory");
+		free(p);
+		return MOSQ_ERR_NOMEM;
+	}
 	own = (struct fg_opt_table){
 	    acl_specs, sizeof(acl_specs) / sizeof(acl_specs[0]), &p->cfg};
 	p->rt =

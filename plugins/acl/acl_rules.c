@@ -1,6 +1,7 @@
 /*
- * One client's compiled rules, its answer cache, and the isolation
- * backstop.
+ * Compiled rules, their answer cache and the isolation backstop, shared by
+ * every client whose rules compile to the same thing, and each client's
+ * throttle of denial audits.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,7 +45,17 @@ struct denial {
 	uint64_t unreported;
 };
 
-struct acl_client {
+/* The answer cache starts this small and doubles up to twice cache_size
+ * slots: a device publishing to three topics needs no more. */
+#define CACHE_MIN_SLOTS 16
+
+/*
+ * A compiled rule set. The answers depend on nothing else, so clients
+ * whose rules compile alike (the dashboards of one role and municipality,
+ * say) share one, with one cache: a message fanned out to them is judged
+ * once, and its later checks find the answer in memory already at hand.
+ */
+struct acl_rules {
 	struct acl_config cfg;
 	const char *problem; /* why there are no rules, or NULL */
 	bool cross_municipality;
@@ -52,6 +63,22 @@ struct acl_client {
 	struct rule_list lists[3]; /* by enum fg_rule_access */
 	struct cache_entry *cache;
 	size_t cache_slots, cache_count; /* slots: a power of two */
+	/* Sharing: the set it is in (NULL: private), the registry generation
+	 * it was compiled from, its key (everything above, serialised). */
+	struct acl_set *set;
+	struct acl_rules *next; /* in the set's bucket */
+	uint64_t generation, key_hash;
+	char *key;
+	size_t key_len, refs;
+};
+
+struct acl_set {
+	struct acl_rules **buckets;
+	size_t nbuckets, count; /* nbuckets: a power of two */
+};
+
+struct acl_client {
+	struct acl_rules *r;
 	struct denial *denials; /* DENIAL_SLOTS, from the first denial on */
 	size_t ndenials;
 };
@@ -139,7 +166,7 @@ static bool rule_applies(const struct fg_rule *r, const struct fg_device *dev,
 	return false;
 }
 
-static int compile(struct acl_client *c, const struct fg_registry *reg,
+static int compile(struct acl_rules *c, const struct fg_registry *reg,
                    const struct acl_identity *id)
 {
 	const struct fg_device *dev = NULL;
@@ -217,28 +244,80 @@ static int compile(struct acl_client *c, const struct fg_registry *reg,
 	return 0;
 }
 
-struct acl_client *acl_client_new(const struct fg_registry *reg,
-                                  const struct acl_config *cfg,
-                                  const struct acl_identity *id)
-{
-	struct acl_client *c = calloc(1, sizeof(*c));
-	size_t slots = 16;
+/* A growing byte string, for the sharing key. */
+struct key_buf {
+	char *p;
+	size_t len, cap;
+	bool oom;
+};
 
-	if (c == NULL)
-		return NULL;
-	c->cfg = *cfg;
-	while (slots < (size_t)cfg->cache_size * 2)
-		slots *= 2;
-	c->cache = calloc(slots, sizeof(*c->cache));
-	c->cache_slots = slots;
-	if (c->cache == NULL || compile(c, reg, id) != 0) {
-		acl_client_free(c);
-		return NULL;
+static void key_add(struct key_buf *k, const void *data, size_t n)
+{
+	if (k->oom)
+		return;
+	if (k->len + n > k->cap) {
+		size_t cap = k->cap ? k->cap : 256;
+		char *np;
+
+		while (cap < k->len + n)
+			cap *= 2;
+		np = realloc(k->p, cap);
+		if (np == NULL) {
+			k->oom = true;
+			return;
+		}
+		k->p = np;
+		k->cap = cap;
 	}
-	return c;
+	memcpy(k->p + k->len, data, n);
+	k->len += n;
 }
 
-static void cache_clear(struct acl_client *c)
+static void key_str(struct key_buf *k, const char *s)
+{
+	if (s == NULL)
+		key_add(k, "\1", 1); /* absent differs from "" */
+	else
+		key_add(k, s, strlen(s) + 1);
+}
+
+/* Everything the answers depend on, serialised unambiguously: the
+ * configuration, the isolation inputs and the sorted rule lists. */
+static int make_key(struct acl_rules *c)
+{
+	struct key_buf k = {0};
+	int v[3] = {c->cfg.isolation, c->cfg.municipality_level,
+	            c->cfg.cache_size};
+
+	key_add(&k, v, sizeof(v));
+	key_add(&k, &c->cross_municipality, 1);
+	key_str(&k, c->municipality);
+	for (size_t l = 0; l < 3; l++) {
+		size_t n = c->lists[l].n;
+
+		key_add(&k, &n, sizeof(n));
+		for (size_t i = 0; i < n; i++) {
+			const struct crule *r = &c->lists[l].v[i];
+
+			key_add(&k, &r->priority, sizeof(r->priority));
+			key_add(&k, &r->allow, 1);
+			key_str(&k, r->pattern);
+		}
+	}
+	if (k.oom) {
+		free(k.p);
+		return -1;
+	}
+	c->key = k.p;
+	c->key_len = k.len;
+	c->key_hash = 1469598103934665603ULL;
+	for (size_t i = 0; i < k.len; i++)
+		c->key_hash =
+		    (c->key_hash ^ (unsigned char)k.p[i]) * 1099511628211ULL;
+	return 0;
+}
+
+static void cache_clear(struct acl_rules *c)
 {
 	size_t i;
 
@@ -249,12 +328,10 @@ static void cache_clear(struct acl_client *c)
 	c->cache_count = 0;
 }
 
-void acl_client_free(struct acl_client *c)
+static void rules_free(struct acl_rules *c)
 {
 	size_t k, i;
 
-	if (c == NULL)
-		return;
 	for (k = 0; k < 3; k++) {
 		for (i = 0; i < c->lists[k].n; i++)
 			free(c->lists[k].v[i].pattern);
@@ -264,13 +341,174 @@ void acl_client_free(struct acl_client *c)
 		cache_clear(c);
 	free(c->cache);
 	free(c->municipality);
+	free(c->key);
+	free(c);
+}
+
+static struct acl_rules *rules_new(const struct fg_registry *reg,
+                                   const struct acl_config *cfg,
+                                   const struct acl_identity *id)
+{
+	struct acl_rules *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	c->cfg = *cfg;
+	c->refs = 1;
+	c->cache = calloc(CACHE_MIN_SLOTS, sizeof(*c->cache));
+	c->cache_slots = CACHE_MIN_SLOTS;
+	if (c->cache == NULL || compile(c, reg, id) != 0) {
+		rules_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+struct acl_set *acl_set_new(void)
+{
+	struct acl_set *s = calloc(1, sizeof(*s));
+
+	if (s == NULL)
+		return NULL;
+	s->nbuckets = 64;
+	s->buckets = calloc(s->nbuckets, sizeof(*s->buckets));
+	if (s->buckets == NULL) {
+		free(s);
+		return NULL;
+	}
+	return s;
+}
+
+void acl_set_free(struct acl_set *s)
+{
+	if (s == NULL)
+		return;
+	/* Rule sets still referenced by a client become private. */
+	for (size_t b = 0; b < s->nbuckets; b++) {
+		struct acl_rules *r = s->buckets[b], *next;
+
+		for (; r != NULL; r = next) {
+			next = r->next;
+			r->set = NULL;
+			r->next = NULL;
+		}
+	}
+	free(s->buckets);
+	free(s);
+}
+
+size_t acl_set_count(const struct acl_set *s)
+{
+	return s != NULL ? s->count : 0;
+}
+
+static void set_grow(struct acl_set *s)
+{
+	size_t n = s->nbuckets * 2;
+	struct acl_rules **nb = calloc(n, sizeof(*nb));
+
+	if (nb == NULL)
+		return; /* longer chains, still correct */
+	for (size_t b = 0; b < s->nbuckets; b++) {
+		struct acl_rules *r = s->buckets[b], *next;
+
+		for (; r != NULL; r = next) {
+			size_t pos = (size_t)r->key_hash & (n - 1);
+
+			next = r->next;
+			r->next = nb[pos];
+			nb[pos] = r;
+		}
+	}
+	free(s->buckets);
+	s->buckets = nb;
+	s->nbuckets = n;
+}
+
+/* The set's rule set equal to fresh (taking a reference, and freeing
+ * fresh), or fresh itself, added to the set. */
+static struct acl_rules *set_intern(struct acl_set *s, uint64_t generation,
+                                    struct acl_rules *fresh)
+{
+	struct acl_rules **head, *r;
+
+	if (make_key(fresh) != 0)
+		return fresh; /* out of memory: stays private, still correct */
+	head = &s->buckets[(size_t)fresh->key_hash & (s->nbuckets - 1)];
+	for (r = *head; r != NULL; r = r->next) {
+		if (r->generation == generation &&
+		    r->key_hash == fresh->key_hash &&
+		    r->key_len == fresh->key_len &&
+		    memcmp(r->key, fresh->key, r->key_len) == 0) {
+			r->refs++;
+			rules_free(fresh);
+			return r;
+		}
+	}
+	fresh->set = s;
+	fresh->generation = generation;
+	fresh->next = *head;
+	*head = fresh;
+	if (++s->count > s->nbuckets)
+		set_grow(s);
+	return fresh;
+}
+
+static void rules_release(struct acl_rules *c)
+{
+	struct acl_set *s = c->set;
+
+	if (--c->refs > 0)
+		return;
+	if (s != NULL) {
+		struct acl_rules **pp =
+		    &s->buckets[(size_t)c->key_hash & (s->nbuckets - 1)];
+
+		while (*pp != c)
+			pp = &(*pp)->next;
+		*pp = c->next;
+		s->count--;
+	}
+	rules_free(c);
+}
+
+struct acl_client *acl_client_new(struct acl_set *set, uint64_t generation,
+                                  const struct fg_registry *reg,
+                                  const struct acl_config *cfg,
+                                  const struct acl_identity *id)
+{
+	struct acl_client *c = calloc(1, sizeof(*c));
+
+	if (c == NULL)
+		return NULL;
+	c->r = rules_new(reg, cfg, id);
+	if (c->r == NULL) {
+		free(c);
+		return NULL;
+	}
+	/* A client without rules keeps its reason to itself. */
+	if (set != NULL && c->r->problem == NULL)
+		c->r = set_intern(set, generation, c->r);
+	return c;
+}
+
+bool acl_client_shares(const struct acl_client *a, const struct acl_client *b)
+{
+	return a != NULL && b != NULL && a->r == b->r;
+}
+
+void acl_client_free(struct acl_client *c)
+{
+	if (c == NULL)
+		return;
+	rules_release(c->r);
 	free(c->denials);
 	free(c);
 }
 
 const char *acl_client_problem(const struct acl_client *c)
 {
-	return c->problem;
+	return c->r->problem;
 }
 
 /* Start of level n of s and its end, or NULL when s has fewer levels. */
@@ -289,7 +527,7 @@ static const char *nth_level(const char *s, int n, const char **end)
 }
 
 /* The isolation backstop for a topic (filter false) or a filter. */
-static bool isolation_allows(const struct acl_client *c, const char *s,
+static bool isolation_allows(const struct acl_rules *c, const char *s,
                              bool filter)
 {
 	const char *lvl, *end = NULL, *p;
@@ -342,7 +580,7 @@ static int first_within(const struct rule_list *l, const char *f)
 	return -1;
 }
 
-static enum acl_answer check_subscribe(struct acl_client *c, const char *f)
+static enum acl_answer check_subscribe(const struct acl_rules *c, const char *f)
 {
 	int sub;
 
@@ -355,7 +593,7 @@ static enum acl_answer check_subscribe(struct acl_client *c, const char *f)
 	return sub == 0 ? ACL_DENY : ACL_ALLOW;
 }
 
-static struct cache_entry *cache_find(struct acl_client *c, int access,
+static struct cache_entry *cache_find(const struct acl_rules *c, int access,
                                       const char *topic, uint64_t h,
                                       bool *found)
 {
@@ -374,7 +612,7 @@ static struct cache_entry *cache_find(struct acl_client *c, int access,
 	return &c->cache[pos];
 }
 
-static enum acl_answer decide(const struct acl_client *c, int access,
+static enum acl_answer decide(const struct acl_rules *c, int access,
                               const char *topic)
 {
 	if (!isolation_allows(c, topic, false))
@@ -385,8 +623,54 @@ static enum acl_answer decide(const struct acl_client *c, int access,
 	    topic);
 }
 
-enum acl_answer acl_check(struct acl_client *c, int access, const char *topic)
+/* FNV-1a of topic, or false when it is longer than CACHE_TOPIC_MAX (one
+ * pass for both). */
+static bool topic_hash(const char *topic, uint64_t *out)
 {
+	uint64_t h = 1469598103934665603ULL;
+	size_t i;
+
+	for (i = 0; topic[i] != '\0'; i++) {
+		if (i == CACHE_TOPIC_MAX)
+			return false;
+		h = (h ^ (unsigned char)topic[i]) * 1099511628211ULL;
+	}
+	*out = h;
+	return true;
+}
+
+/* Double the cache's slots (up to the power of two at or above twice
+ * cache_size, so that a full cache is at most half full), keeping its
+ * entries;
+ * when memory runs out it stays as it is. */
+static void cache_grow(struct acl_rules *c)
+{
+	size_t n = c->cache_slots * 2, max = CACHE_MIN_SLOTS, i;
+	struct cache_entry *nc;
+
+	while (max < 2 * (size_t)c->cfg.cache_size)
+		max *= 2;
+	if (n > max || (nc = calloc(n, sizeof(*nc))) == NULL)
+		return;
+	for (i = 0; i < c->cache_slots; i++) {
+		size_t pos;
+
+		if (c->cache[i].topic == NULL)
+			continue;
+		pos = (size_t)c->cache[i].hash & (n - 1);
+		while (nc[pos].topic != NULL)
+			pos = (pos + 1) & (n - 1);
+		nc[pos] = c->cache[i];
+	}
+	free(c->cache);
+	c->cache = nc;
+	c->cache_slots = n;
+}
+
+enum acl_answer acl_check(struct acl_client *client, int access,
+                          const char *topic)
+{
+	struct acl_rules *c = client != NULL ? client->r : NULL;
 	struct cache_entry *e;
 	enum acl_answer a;
 	uint64_t h;
@@ -398,10 +682,10 @@ enum acl_answer acl_check(struct acl_client *c, int access, const char *topic)
 		return check_subscribe(c, topic);
 	if (access != MOSQ_ACL_WRITE && access != MOSQ_ACL_READ)
 		return ACL_DENY;
-	if (strnlen(topic, CACHE_TOPIC_MAX + 1) > CACHE_TOPIC_MAX)
+	if (!topic_hash(topic, &h))
 		return decide(c, access, topic);
 
-	h = fg_hash_str(topic) ^ (uint64_t)access;
+	h ^= (uint64_t)access;
 	e = cache_find(c, access, topic, h, &found);
 	if (found)
 		return (enum acl_answer)e->answer;
@@ -410,6 +694,14 @@ enum acl_answer acl_check(struct acl_client *c, int access, const char *topic)
 		/* Full: start over rather than track ages on the hot path. */
 		cache_clear(c);
 		e = cache_find(c, access, topic, h, &found);
+	} else if ((c->cache_count + 1) * 2 > c->cache_slots) {
+		size_t before = c->cache_slots;
+
+		cache_grow(c);
+		if (c->cache_slots != before)
+			e = cache_find(c, access, topic, h, &found);
+		else if ((c->cache_count + 1) * 4 > c->cache_slots * 3)
+			return a; /* could not grow: answer uncached */
 	}
 	e->topic = strdup(topic);
 	if (e->topic != NULL) {

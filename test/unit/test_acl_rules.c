@@ -155,7 +155,7 @@ static struct acl_client *client_of(const struct fg_registry *reg,
 	id.client_id = client_id;
 	id.username = username;
 	id.is_device = is_device;
-	c = acl_client_new(reg, cfg, &id);
+	c = acl_client_new(NULL, 0, reg, cfg, &id);
 	ck_assert_ptr_nonnull(c);
 	return c;
 }
@@ -199,7 +199,7 @@ START_TEST(decision_table)
 	struct fg_registry *reg = registry_of(c->set);
 	struct acl_config cfg = config_of(c->set, 1024);
 	struct acl_identity id = identity_of(c);
-	struct acl_client *client = acl_client_new(reg, &cfg, &id);
+	struct acl_client *client = acl_client_new(NULL, 0, reg, &cfg, &id);
 	enum acl_answer got, again;
 	char why[1024];
 
@@ -228,11 +228,13 @@ static bool same_subject(const struct acl_case *a, const struct acl_case *b)
 /*
  * One client per subject asks all of its cases, over and over in both
  * directions, through a cache of 16 entries (the smallest the plugin
- * option allows): evictions and hits must never change an answer.
+ * option allows): evictions and hits must never change an answer. With
+ * shared, the clients are compiled through one acl_set, as the plugin
+ * does, so that those whose rules compile alike share rules and cache.
  */
-START_TEST(answers_do_not_change_through_a_tiny_cache)
+static void tiny_cache_run(enum acl_case_set set, bool shared)
 {
-	enum acl_case_set set = (enum acl_case_set)_i;
+	struct acl_set *sets = shared ? acl_set_new() : NULL;
 	struct fg_registry *reg = registry_of(set);
 	struct acl_config cfg = config_of(set, 16);
 	struct acl_client *clients[ACL_CASE_COUNT];
@@ -251,7 +253,7 @@ START_TEST(answers_do_not_change_through_a_tiny_cache)
 			    same_subject(&acl_cases[i], &acl_cases[j]))
 				break;
 		if (j == i) {
-			clients[i] = acl_client_new(reg, &cfg, &id);
+			clients[i] = acl_client_new(sets, 7, reg, &cfg, &id);
 			ck_assert_ptr_nonnull(clients[i]);
 		}
 	}
@@ -277,8 +279,176 @@ START_TEST(answers_do_not_change_through_a_tiny_cache)
 		if (clients[i] != NULL)
 			acl_client_free(clients[i]);
 	fg_registry_free(reg);
-	ck_assert_msg(failed == 0, "%d of %zu answers wrong; first: %s", failed,
-	              asked, first);
+	ck_assert_msg(failed == 0, "%d of %zu answers wrong%s; first: %s",
+	              failed, asked, shared ? " with shared rule sets" : "",
+	              first);
+	ck_assert_uint_eq(acl_set_count(sets), 0);
+	acl_set_free(sets);
+}
+
+START_TEST(answers_do_not_change_through_a_tiny_cache)
+{
+	tiny_cache_run((enum acl_case_set)_i, false);
+}
+END_TEST
+
+START_TEST(answers_do_not_change_with_shared_rule_sets)
+{
+	tiny_cache_run((enum acl_case_set)_i, true);
+}
+END_TEST
+
+/* Dashboards of one role: north's two share, south's differs by its
+ * municipality, and a rule naming %u keeps each account to itself. */
+static struct fg_registry *dashboards(bool per_user_rule)
+{
+	struct fg_registry *r = fg_registry_new();
+	char err[256] = "";
+
+	ck_assert_ptr_nonnull(r);
+	ck_assert_int_eq(fg_registry_add_account(r, "d1", HASH, "dashboard",
+	                                         "north", false, false),
+	                 0);
+	ck_assert_int_eq(fg_registry_add_account(r, "d2", HASH, "dashboard",
+	                                         "north", false, false),
+	                 0);
+	ck_assert_int_eq(fg_registry_add_account(r, "d3", HASH, "dashboard",
+	                                         "south", false, false),
+	                 0);
+	ck_assert_int_eq(fg_registry_add_rule(r, 1, FG_RULE_ROLE, "dashboard",
+	                                      "water/%m/#", FG_RULE_RECEIVE,
+	                                      true, 0),
+	                 0);
+	ck_assert_int_eq(fg_registry_add_rule(r, 2, FG_RULE_ROLE, "dashboard",
+	                                      "water/%m/+/config",
+	                                      FG_RULE_RECEIVE, false, 10),
+	                 0);
+	if (per_user_rule)
+		ck_assert_int_eq(fg_registry_add_rule(
+		                     r, 3, FG_RULE_ROLE, "dashboard",
+		                     "inbox/%m/%u/#", FG_RULE_RECEIVE, true, 0),
+		                 0);
+	ck_assert_msg(fg_registry_finalise(r, err, sizeof(err)) == 0,
+	              "finalise: %s", err);
+	return r;
+}
+
+static struct acl_client *shared_client(struct acl_set *sets, uint64_t gen,
+                                        const struct fg_registry *reg,
+                                        const char *user)
+{
+	struct acl_config cfg = config_of(ACL_SET_FLEET, 64);
+	struct acl_identity id = {user, user, false};
+	struct acl_client *c = acl_client_new(sets, gen, reg, &cfg, &id);
+
+	ck_assert_ptr_nonnull(c);
+	return c;
+}
+
+START_TEST(clients_whose_rules_compile_alike_share_them)
+{
+	struct acl_set *sets = acl_set_new();
+	struct fg_registry *reg = dashboards(false);
+	struct acl_client *d1 = shared_client(sets, 1, reg, "d1");
+	struct acl_client *d2 = shared_client(sets, 1, reg, "d2");
+	struct acl_client *d3 = shared_client(sets, 1, reg, "d3");
+	struct acl_client *d1_next = shared_client(sets, 2, reg, "d1");
+	uint64_t count;
+
+	ck_assert(acl_client_shares(d1, d2));
+	ck_assert(!acl_client_shares(d1, d3));      /* another municipality */
+	ck_assert(!acl_client_shares(d1, d1_next)); /* another generation */
+	ck_assert_uint_eq(acl_set_count(sets), 3);
+	/* Answers through the shared cache are each client's own. */
+	ck_assert_int_eq(acl_check(d1, MOSQ_ACL_READ, "water/north/p/readings"),
+	                 ACL_ALLOW);
+	ck_assert_int_eq(acl_check(d2, MOSQ_ACL_READ, "water/north/p/readings"),
+	                 ACL_ALLOW);
+	ck_assert_int_eq(acl_check(d3, MOSQ_ACL_READ, "water/north/p/readings"),
+	                 ACL_DENY);
+	ck_assert_int_eq(acl_check(d2, MOSQ_ACL_READ, "water/north/p/config"),
+	                 ACL_DENY);
+	/* Denials are throttled per client, shared rules or not. */
+	ck_assert(acl_note_denial(d1, MOSQ_ACL_READ, "water/north/p/config",
+	                          1000, &count));
+	ck_assert(!acl_note_denial(d1, MOSQ_ACL_READ, "water/north/p/config",
+	                           2000, &count));
+	ck_assert(acl_note_denial(d2, MOSQ_ACL_READ, "water/north/p/config",
+	                          2000, &count));
+	/* The shared set outlives the first of its clients. */
+	acl_client_free(d1);
+	ck_assert_uint_eq(acl_set_count(sets), 3);
+	ck_assert_int_eq(acl_check(d2, MOSQ_ACL_READ, "water/north/q/readings"),
+	                 ACL_ALLOW);
+	acl_client_free(d2);
+	ck_assert_uint_eq(acl_set_count(sets), 2);
+	/* A set freed before its clients leaves them working. */
+	acl_set_free(sets);
+	ck_assert_int_eq(acl_check(d3, MOSQ_ACL_READ, "water/south/p/readings"),
+	                 ACL_ALLOW);
+	acl_client_free(d3);
+	acl_client_free(d1_next);
+	fg_registry_free(reg);
+}
+END_TEST
+
+START_TEST(a_rule_naming_the_user_keeps_rules_apart)
+{
+	struct acl_set *sets = acl_set_new();
+	struct fg_registry *reg = dashboards(true);
+	struct acl_client *d1 = shared_client(sets, 1, reg, "d1");
+	struct acl_client *d2 = shared_client(sets, 1, reg, "d2");
+
+	ck_assert(!acl_client_shares(d1, d2));
+	ck_assert_int_eq(acl_check(d1, MOSQ_ACL_READ, "inbox/north/d1/x"),
+	                 ACL_ALLOW);
+	ck_assert_int_eq(acl_check(d2, MOSQ_ACL_READ, "inbox/north/d1/x"),
+	                 ACL_DENY);
+	acl_client_free(d1);
+	acl_client_free(d2);
+	ck_assert_uint_eq(acl_set_count(sets), 0);
+	acl_set_free(sets);
+	fg_registry_free(reg);
+}
+END_TEST
+
+/* Many distinct rule sets: the set's table grows and still finds each. */
+START_TEST(many_distinct_rule_sets_are_kept_apart)
+{
+	struct acl_set *sets = acl_set_new();
+	struct fg_registry *reg = registry_of(ACL_SET_FLEET);
+	struct acl_config cfg = config_of(ACL_SET_FLEET, 16);
+	struct acl_client *c[600];
+	char id[600][16];
+	size_t i;
+
+	/* Devices named by %c each compile to their own rules; the client
+	 * id differs, the device (and so every other input) is the same. */
+	for (i = 0; i < 600; i++) {
+		struct acl_identity ident = {id[i], "n-pump-1", true};
+
+		snprintf(id[i], sizeof(id[i]), "n-pump-1-%zu", i);
+		c[i] = acl_client_new(sets, 1, reg, &cfg, &ident);
+		ck_assert_ptr_nonnull(c[i]);
+	}
+	ck_assert_uint_eq(acl_set_count(sets), 600);
+	for (i = 0; i < 600; i++) {
+		char topic[64];
+
+		snprintf(topic, sizeof(topic), "water/north/%.15s/readings",
+		         id[i]);
+		ck_assert_int_eq(acl_check(c[i], MOSQ_ACL_WRITE, topic),
+		                 ACL_ALLOW);
+		snprintf(topic, sizeof(topic), "water/north/%.15s/readings",
+		         id[(i + 1) % 600]);
+		ck_assert_int_eq(acl_check(c[i], MOSQ_ACL_WRITE, topic),
+		                 ACL_DENY);
+	}
+	for (i = 0; i < 600; i++)
+		acl_client_free(c[i]);
+	ck_assert_uint_eq(acl_set_count(sets), 0);
+	acl_set_free(sets);
+	fg_registry_free(reg);
 }
 END_TEST
 
@@ -628,6 +798,11 @@ static Suite *suite(void)
 	       per_set[ACL_SET_MOVED], per_set[ACL_SET_HOSTILE],
 	       per_set[ACL_SET_NOREG]);
 	tcase_add_loop_test(tc, decision_table, 0, (int)ACL_CASE_COUNT);
+	tcase_add_loop_test(tc, answers_do_not_change_with_shared_rule_sets, 0,
+	                    (int)ACL_SET_COUNT);
+	tcase_add_test(tc, clients_whose_rules_compile_alike_share_them);
+	tcase_add_test(tc, a_rule_naming_the_user_keeps_rules_apart);
+	tcase_add_test(tc, many_distinct_rule_sets_are_kept_apart);
 	tcase_add_loop_test(tc, answers_do_not_change_through_a_tiny_cache, 0,
 	                    ACL_SET_COUNT);
 	tcase_add_test(tc,

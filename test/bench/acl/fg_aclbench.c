@@ -204,7 +204,7 @@ static double time_compile(const struct fg_registry *reg,
 		long i;
 
 		for (i = 0; i < iterations; i++) {
-			struct acl_client *c = acl_client_new(reg, cfg, id);
+			struct acl_client *c = acl_client_new(NULL, 0, reg, cfg, id);
 
 			if (c == NULL)
 				return -1;
@@ -233,7 +233,7 @@ static int bench_rules(int nrules, char **warm, char **cold, long iterations)
 		        nrules);
 		return -1;
 	}
-	c = acl_client_new(reg, &cfg, &id);
+	c = acl_client_new(NULL, 0, reg, &cfg, &id);
 	if (c == NULL || acl_client_problem(c) != NULL) {
 		fprintf(stderr, "fg_aclbench: the client has no rules: %s\n",
 		        c ? acl_client_problem(c) : "out of memory");
