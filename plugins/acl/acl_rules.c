@@ -63,6 +63,13 @@ struct acl_rules {
 	struct rule_list lists[3]; /* by enum fg_rule_access */
 	struct cache_entry *cache;
 	size_t cache_slots, cache_count; /* slots: a power of two */
+	/* The slot of the last answer given. A message fanned out to the
+	 * clients sharing these rules is checked with one topic pointer for
+	 * each of them: the pointer finds the slot without hashing, and the
+	 * slot's own topic and access confirm it (the pointer alone could be
+	 * a new string at an old address, so it is never trusted). */
+	const char *memo_topic;
+	size_t memo_pos;
 	/* Sharing: the set it is in (NULL: private), the registry generation
 	 * it was compiled from, its key (everything above, serialised). */
 	struct acl_set *set;
@@ -682,13 +689,22 @@ enum acl_answer acl_check(struct acl_client *client, int access,
 		return check_subscribe(c, topic);
 	if (access != MOSQ_ACL_WRITE && access != MOSQ_ACL_READ)
 		return ACL_DENY;
+	if (topic == c->memo_topic) {
+		e = &c->cache[c->memo_pos]; /* memo_pos < cache_slots */
+		if (e->topic != NULL && e->access == access &&
+		    strcmp(e->topic, topic) == 0)
+			return (enum acl_answer)e->answer;
+	}
 	if (!topic_hash(topic, &h))
 		return decide(c, access, topic);
 
 	h ^= (uint64_t)access;
 	e = cache_find(c, access, topic, h, &found);
-	if (found)
+	if (found) {
+		c->memo_topic = topic;
+		c->memo_pos = (size_t)(e - c->cache);
 		return (enum acl_answer)e->answer;
+	}
 	a = decide(c, access, topic);
 	if (c->cache_count >= (size_t)c->cfg.cache_size) {
 		/* Full: start over rather than track ages on the hot path. */
@@ -709,6 +725,8 @@ enum acl_answer acl_check(struct acl_client *client, int access,
 		e->access = (uint8_t)access;
 		e->answer = (uint8_t)a;
 		c->cache_count++;
+		c->memo_topic = topic;
+		c->memo_pos = (size_t)(e - c->cache);
 	}
 	return a;
 }

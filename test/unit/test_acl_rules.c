@@ -412,6 +412,34 @@ START_TEST(a_rule_naming_the_user_keeps_rules_apart)
 }
 END_TEST
 
+/* The cache remembers the last topic pointer; a buffer used again for
+ * another topic, or for another access, must get its own answer. */
+START_TEST(a_topic_buffer_used_again_gets_the_new_topics_answer)
+{
+	struct acl_set *sets = acl_set_new();
+	struct fg_registry *reg = dashboards(false);
+	struct acl_client *d1 = shared_client(sets, 1, reg, "d1");
+	struct acl_client *d2 = shared_client(sets, 1, reg, "d2");
+	char buf[64];
+
+	for (int round = 0; round < 3; round++) {
+		strcpy(buf, "water/north/p/readings");
+		ck_assert_int_eq(acl_check(d1, MOSQ_ACL_READ, buf), ACL_ALLOW);
+		ck_assert_int_eq(acl_check(d2, MOSQ_ACL_READ, buf), ACL_ALLOW);
+		ck_assert_int_eq(acl_check(d2, MOSQ_ACL_WRITE, buf), ACL_DENY);
+		strcpy(buf, "water/north/p/config");
+		ck_assert_int_eq(acl_check(d1, MOSQ_ACL_READ, buf), ACL_DENY);
+		ck_assert_int_eq(acl_check(d2, MOSQ_ACL_READ, buf), ACL_DENY);
+		strcpy(buf, "water/south/p/readings");
+		ck_assert_int_eq(acl_check(d2, MOSQ_ACL_READ, buf), ACL_DENY);
+	}
+	acl_client_free(d1);
+	acl_client_free(d2);
+	acl_set_free(sets);
+	fg_registry_free(reg);
+}
+END_TEST
+
 /* Many distinct rule sets: the set's table grows and still finds each. */
 START_TEST(many_distinct_rule_sets_are_kept_apart)
 {
@@ -803,6 +831,8 @@ static Suite *suite(void)
 	tcase_add_test(tc, clients_whose_rules_compile_alike_share_them);
 	tcase_add_test(tc, a_rule_naming_the_user_keeps_rules_apart);
 	tcase_add_test(tc, many_distinct_rule_sets_are_kept_apart);
+	tcase_add_test(tc,
+	               a_topic_buffer_used_again_gets_the_new_topics_answer);
 	tcase_add_loop_test(tc, answers_do_not_change_through_a_tiny_cache, 0,
 	                    ACL_SET_COUNT);
 	tcase_add_test(tc,
