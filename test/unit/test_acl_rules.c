@@ -423,14 +423,14 @@ START_TEST(a_topic_buffer_used_again_gets_the_new_topics_answer)
 	char buf[64];
 
 	for (int round = 0; round < 3; round++) {
-		strcpy(buf, "water/north/p/readings");
+		snprintf(buf, sizeof(buf), "%s", "water/north/p/readings");
 		ck_assert_int_eq(acl_check(d1, MOSQ_ACL_READ, buf), ACL_ALLOW);
 		ck_assert_int_eq(acl_check(d2, MOSQ_ACL_READ, buf), ACL_ALLOW);
 		ck_assert_int_eq(acl_check(d2, MOSQ_ACL_WRITE, buf), ACL_DENY);
-		strcpy(buf, "water/north/p/config");
+		snprintf(buf, sizeof(buf), "%s", "water/north/p/config");
 		ck_assert_int_eq(acl_check(d1, MOSQ_ACL_READ, buf), ACL_DENY);
 		ck_assert_int_eq(acl_check(d2, MOSQ_ACL_READ, buf), ACL_DENY);
-		strcpy(buf, "water/south/p/readings");
+		snprintf(buf, sizeof(buf), "%s", "water/south/p/readings");
 		ck_assert_int_eq(acl_check(d2, MOSQ_ACL_READ, buf), ACL_DENY);
 	}
 	acl_client_free(d1);
