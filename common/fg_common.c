@@ -163,6 +163,19 @@ void fg_worker_begin(const char *name, const int *keep, size_t nkeep)
 		close_listed(keep, nkeep);
 }
 
+bool fg_tick_due(int64_t *last)
+{
+	struct timespec ts;
+	int64_t now;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	if (now == *last)
+		return false;
+	*last = now;
+	return true;
+}
+
 void fg_timespec_in(struct timespec *ts, clockid_t clk, int ms)
 {
 	clock_gettime(clk, ts);

@@ -414,14 +414,11 @@ void fg_runtime_release(struct fg_runtime *rt)
 void fg_runtime_tick(struct fg_runtime *rt)
 {
 	struct fg_registry *fresh;
-	int64_t now = fg_mono_ms();
+	int64_t now;
 
-	/* TICK fires on every pass of the broker's loop, for every plugin:
-	 * under load that is thousands of times a second. Once a
-	 * millisecond is enough for all of it. */
-	if (now == rt->last_tick_ms)
+	if (!fg_tick_due(&rt->last_tick_ms))
 		return;
-	rt->last_tick_ms = now;
+	now = fg_mono_ms();
 	fg_log_drain();
 	fg_clients_purge(rt->clients, now);
 	fresh = fg_sync_take(rt->sync);

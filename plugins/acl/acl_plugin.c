@@ -41,6 +41,7 @@ struct acl_plugin {
 	const void **gone;
 	size_t ngone, cap_gone;
 	bool warned_no_rules;
+	int64_t last_tick_ms; /* fg_tick_due */
 };
 
 static const struct fg_opt_spec acl_specs[] = {
@@ -199,6 +200,8 @@ static int on_tick(int event, void *event_data, void *userdata)
 
 	(void)event;
 	(void)event_data;
+	if (!fg_tick_due(&p->last_tick_ms))
+		return MOSQ_ERR_SUCCESS;
 	fg_runtime_tick(p->rt);
 	for (i = 0; i < p->ngone; i++)
 		drop_state(p, p->gone[i]);

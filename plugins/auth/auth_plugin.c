@@ -34,6 +34,7 @@ struct auth_plugin {
 	struct auth_sessions sessions;
 	uint64_t swept_generation;
 	int64_t next_sweep_ms, next_seen_ms;
+	int64_t last_tick_ms; /* fg_tick_due */
 	int64_t refusal_window_ms;
 	unsigned refusals_in_window;
 	uint64_t refusals_suppressed;
@@ -297,13 +298,16 @@ static void sweep(struct auth_plugin *p, bool mark_seen)
 static int on_tick(int event, void *event_data, void *userdata)
 {
 	struct auth_plugin *p = userdata;
-	int64_t now = fg_mono_ms();
+	int64_t now;
 	uint64_t gen;
 	bool mark_seen;
 
 	(void)event;
 	(void)event_data;
+	if (!fg_tick_due(&p->last_tick_ms))
+		return MOSQ_ERR_SUCCESS;
 	fg_runtime_tick(p->rt);
+	now = fg_mono_ms();
 	gen = fg_runtime_generation(p->rt);
 	if (gen == p->swept_generation && now < p->next_sweep_ms)
 		return MOSQ_ERR_SUCCESS;

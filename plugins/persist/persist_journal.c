@@ -30,6 +30,14 @@
 #define RBUF_LEN (JOURNAL_MAX_ENTRY + (256u << 10))
 #define CHECKPOINT_EVERY_MS 1000
 #define WAKE_BYTES (512u << 10)
+/* Pages of the segment being appended to are made writable ahead of the
+ * broker: this far ahead by the writer thread, the first bytes by the
+ * broker at open. */
+#define PREFAULT_AHEAD (4u << 20)
+#define PREFAULT_FIRST (256u << 10)
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
+#endif
 
 struct segment {
 	uint64_t id;   /* sequence number of its first entry */
@@ -50,6 +58,13 @@ struct journal {
 	uint64_t committed;    /* everything <= is stored */
 	uint64_t appended_seq; /* newest entry handed to the kernel */
 	uint64_t unsignalled;  /* bytes appended since the writer was woken */
+	/* Prefaulting the segment being appended to (journal_prefault): its
+	 * id, mapping and size, how far the broker wrote, how far the pages
+	 * are writable already. pf_off: the kernel cannot (before 5.14). */
+	uint64_t pf_seg;
+	unsigned char *pf_map;
+	size_t pf_len, pf_written, pf_done;
+	bool pf_off;
 	unsigned wake_gen;
 
 	/* broker thread */
@@ -818,6 +833,9 @@ const char *journal_id(const struct journal *j)
  * that only the newest segment can end in unused space. */
 static void finish_segment(struct journal *j)
 {
+	pthread_mutex_lock(&j->lock);
+	j->pf_map = NULL;
+	pthread_mutex_unlock(&j->lock);
 	if (j->map != NULL)
 		munmap(j->map, j->map_len);
 	if (j->wfd >= 0) {
@@ -862,9 +880,9 @@ static int open_segment(struct journal *j, uint64_t id, size_t need, char *err,
 		return -1;
 	}
 	e = posix_fallocate(fd, 0, (off_t)len);
-	map = e == 0 ? mmap(NULL, len, PROT_READ | PROT_WRITE,
-	                    MAP_SHARED | MAP_POPULATE, fd, 0)
-	             : MAP_FAILED;
+	map = e == 0
+	          ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+	          : MAP_FAILED;
 	if (map == MAP_FAILED) {
 		e = e != 0 ? e : errno;
 		fg_seterr(err, errlen,
@@ -886,6 +904,20 @@ static int open_segment(struct journal *j, uint64_t id, size_t need, char *err,
 			return -1;
 		}
 	}
+	/* A page of a shared file mapping faults on its first write (the
+	 * kernel tracks it dirty from then on): one fault every dozen
+	 * readings. The first pages are made writable here in one call, the
+	 * rest by the writer thread ahead of the appends. */
+	if (!j->pf_off &&
+	    madvise(map, len < PREFAULT_FIRST ? len : PREFAULT_FIRST,
+	            MADV_POPULATE_WRITE) != 0 &&
+	    errno == EINVAL)
+		j->pf_off = true;
+	j->pf_seg = id;
+	j->pf_map = map;
+	j->pf_len = len;
+	j->pf_written = 0;
+	j->pf_done = len < PREFAULT_FIRST ? len : PREFAULT_FIRST;
 	pthread_mutex_unlock(&j->lock);
 	j->wfd = fd;
 	j->wseg = id;
@@ -893,6 +925,44 @@ static int open_segment(struct journal *j, uint64_t id, size_t need, char *err,
 	j->map_len = len;
 	j->wsize = 0;
 	return 0;
+}
+
+void journal_prefault(struct journal *j)
+{
+	unsigned char *map;
+	size_t from, to;
+	uint64_t seg;
+
+	pthread_mutex_lock(&j->lock);
+	map = j->pf_off ? NULL : j->pf_map;
+	seg = j->pf_seg;
+	from = j->pf_done > j->pf_written ? j->pf_done : j->pf_written;
+	to = j->pf_written + PREFAULT_AHEAD;
+	if (to > j->pf_len)
+		to = j->pf_len;
+	pthread_mutex_unlock(&j->lock);
+	if (map == NULL || from >= to)
+		return;
+	from &= ~(size_t)4095;
+	/*
+	 * Without the lock, so that the broker's appends never wait for it.
+	 * The broker may unmap the segment meanwhile (the kernel orders the
+	 * two), and the address may even be mapped again: making pages
+	 * writable changes no byte of any mapping, so the worst is a wasted
+	 * call.
+	 */
+	if (madvise(map + from, to - from, MADV_POPULATE_WRITE) != 0) {
+		if (errno == EINVAL) {
+			pthread_mutex_lock(&j->lock);
+			j->pf_off = true;
+			pthread_mutex_unlock(&j->lock);
+		}
+		return;
+	}
+	pthread_mutex_lock(&j->lock);
+	if (j->pf_seg == seg && j->pf_done < to)
+		j->pf_done = to;
+	pthread_mutex_unlock(&j->lock);
 }
 
 /* Copy iov (total bytes, entries first..last) into the current segment,
@@ -926,6 +996,7 @@ static int write_out(struct journal *j, const struct iovec *iov, int n,
 	pthread_mutex_lock(&j->lock);
 	j->segs[j->nsegs - 1].size += total;
 	j->disk_bytes += total;
+	j->pf_written = at;
 	if (last > j->appended_seq)
 		j->appended_seq = last;
 	/* The writer polls every flush_ms; waking it for every entry would
@@ -1144,5 +1215,6 @@ void journal_stats(struct journal *j, struct journal_stats *out)
 	out->pending_entries =
 	    j->next_seq - 1 > j->committed ? j->next_seq - 1 - j->committed : 0;
 	out->segments = j->nsegs;
+	out->prefaulted_bytes = j->pf_map != NULL ? j->pf_done : 0;
 	pthread_mutex_unlock(&j->lock);
 }

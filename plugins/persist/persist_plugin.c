@@ -43,6 +43,7 @@ struct persist_plugin {
 	struct persist_config cfg;
 	struct fg_runtime *rt;
 	struct journal *journal;
+	int64_t last_tick_ms; /* fg_tick_due */
 	struct writer *writer;
 	struct resend *resend;
 	struct pj_limits limits;
@@ -345,11 +346,14 @@ static int on_tick(int event, void *event_data, void *userdata)
 {
 	struct persist_plugin *p = userdata;
 	char err[FG_ERRLEN];
-	int64_t now = fg_time_ms();
+	int64_t now;
 
 	(void)event;
 	(void)event_data;
+	if (!fg_tick_due(&p->last_tick_ms))
+		return MOSQ_ERR_SUCCESS;
 	fg_runtime_tick(p->rt);
+	now = fg_time_ms();
 	if (journal_flush(p->journal, err, sizeof(err)) != 0)
 		mosquitto_log_printf(MOSQ_LOG_ERR, PERSIST_LOG " %s", err);
 	if (p->resend != NULL)

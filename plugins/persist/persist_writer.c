@@ -762,15 +762,30 @@ static bool stopping(struct writer *w)
 }
 
 /* Sleep ms unless asked to stop. */
+/* Wait ms (or until told to stop), keeping the broker's next journal
+ * pages writable meanwhile: the appends go on while the database is away. */
 static void pause_ms(struct writer *w, int ms)
 {
-	struct timespec ts;
+	int64_t until = fg_mono_ms() + ms;
+	int slice = w->s.flush_ms > 10 ? w->s.flush_ms : 10;
 
-	fg_timespec_in(&ts, CLOCK_REALTIME, ms);
-	pthread_mutex_lock(&w->lock);
-	if (!w->stop)
+	for (;;) {
+		int64_t left = until - fg_mono_ms();
+		struct timespec ts;
+
+		journal_prefault(w->j);
+		if (left <= 0)
+			return;
+		fg_timespec_in(&ts, CLOCK_REALTIME,
+		               (int)(left < slice ? left : slice));
+		pthread_mutex_lock(&w->lock);
+		if (w->stop) {
+			pthread_mutex_unlock(&w->lock);
+			return;
+		}
 		pthread_cond_timedwait(&w->cond, &w->lock, &ts);
-	pthread_mutex_unlock(&w->lock);
+		pthread_mutex_unlock(&w->lock);
+	}
 }
 
 static void committed(struct writer *w, const struct batch *b)
@@ -812,6 +827,7 @@ static void *writer_main(void *arg)
 	while (!stopping(w)) {
 		enum send_result sr;
 
+		journal_prefault(w->j);
 		if (ensure_conn(w) != 0) {
 			pause_ms(w, fg_backoff_next(&backoff));
 			continue;

@@ -438,17 +438,15 @@ static void sweep(struct rl_plugin *p)
 static int on_tick(int event, void *event_data, void *userdata)
 {
 	struct rl_plugin *p = userdata;
-	int64_t mono = fg_mono_ms();
+	int64_t mono;
 	size_t i;
 
 	(void)event;
 	(void)event_data;
-	fg_runtime_tick(p->rt);
-	/* TICK fires on every pass of the broker's loop, thousands of times
-	 * a second under load: once a millisecond is enough. */
-	if (mono == p->last_tick_ms)
+	if (!fg_tick_due(&p->last_tick_ms))
 		return MOSQ_ERR_SUCCESS;
-	p->last_tick_ms = mono;
+	fg_runtime_tick(p->rt);
+	mono = fg_mono_ms();
 	sync_redis(p, mono);
 	for (i = 0; i < p->nkicks; i++) {
 		mosquitto_kick_client_by_clientid(p->kicks[i], false);

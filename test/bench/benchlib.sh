@@ -201,6 +201,21 @@ bench_median() {
 		}'
 }
 
+# bench_spread V...: the interquartile range of the values, "Q1..Q3"
+# (linear interpolation between ranks), "-" for fewer than 2 values. On a
+# noisy machine it tells how far one median can be trusted.
+bench_spread() {
+	printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
+		function q(p,   r, i, f) {
+			r = 1 + p * (NR - 1); i = int(r); f = r - i
+			return i < NR ? v[i] + f * (v[i + 1] - v[i]) : v[NR]
+		}
+		END {
+			if (NR < 2) { print "-"; exit }
+			printf "%.3f..%.3f\n", q(0.25), q(0.75)
+		}'
+}
+
 # bench_ratio A B: A / B, three decimals ("-" when B is zero).
 bench_ratio() {
 	awk -v a="$1" -v b="$2" 'BEGIN {

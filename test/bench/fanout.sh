@@ -25,11 +25,15 @@
 #           many ACL entries in all (dynamic security has no %m, %u or %c:
 #           they are written out)
 # For each of FANOUT_ROUNDS rounds and each QoS (0, 1) it loads the brokers
-# in turn (bare, auth, acl, dynsec) for FANOUT_SECONDS, so that noise on
-# the machine falls on all of them alike, and prints each run, the medians
-# and the ratios acl/bare, acl/auth and acl/dynsec. The CPU the broker's
-# main thread spent per delivery is printed too: where other processes
-# took CPU during a run (other_cpu), it is the fairer comparison.
+# in turn (bare, auth, acl, dynsec, each round starting one later) for
+# FANOUT_SECONDS, so that noise on the machine falls on all of them
+# alike, and prints each run, the medians and the ratios acl/bare,
+# acl/auth and acl/dynsec, with the interquartile range of the per-round
+# ratios: on this kind of machine the rounds of one run spread by 10% and
+# more, and the range says how far a median can be trusted. The CPU the
+# broker's main thread spent per delivery is printed too: where other
+# processes took CPU during a run (other_cpu), it is the fairer
+# comparison.
 #
 # The client runs at nice 19, like the connect benchmark's: the broker,
 # which serves everyone from one thread, must get the CPU it asks for.
@@ -42,11 +46,11 @@
 # files of `make` are there, times acl_check() itself for a READ with a
 # warm and a cold cache (test/bench/acl/fg_aclbench.c).
 #
-# Environment: FANOUT_ROUNDS (4), FANOUT_SECONDS (3), FANOUT_WARMUP (0.5),
+# Environment: FANOUT_ROUNDS (8), FANOUT_SECONDS (2), FANOUT_WARMUP (0.5),
 # FANOUT_SUBSCRIBERS (50), FANOUT_RULES (1000), FANOUT_WINDOW (200),
 # FANOUT_NICE (19), FANOUT_MODES ("bare auth acl dynsec", any subset),
 # FANOUT_QOS ("0 1"), FANOUT_NODELAY (0), FANOUT_DYNSEC (the plugin's
-# path), and lib.sh's FG_BUILD, FG_KEEP. About 2.5 minutes with the
+# path), and lib.sh's FG_BUILD, FG_KEEP. About 3 minutes with the
 # defaults.
 # Exit status: 0 when every check passed, 1 otherwise.
 set -euo pipefail
@@ -56,8 +60,8 @@ bench_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=test/bench/benchlib.sh
 . "$bench_dir/benchlib.sh"
 
-: "${FANOUT_ROUNDS:=4}"
-: "${FANOUT_SECONDS:=3}"
+: "${FANOUT_ROUNDS:=8}"
+: "${FANOUT_SECONDS:=2}"
 : "${FANOUT_WARMUP:=0.5}"
 : "${FANOUT_SUBSCRIBERS:=50}"
 : "${FANOUT_RULES:=1000}"
@@ -509,8 +513,15 @@ done
 declare -A rate=() ns=() all_rate=() all_prate=() all_ns=() all_main=()
 declare -A round_ratios=() lost_sum=() dups_sum=()
 for ((r = 1; r <= FANOUT_ROUNDS; r++)); do
+	# Each round starts one mode later, so that no broker always runs
+	# first or right after another: over the rounds every mode takes
+	# every place in the order.
+	order=()
+	for ((i = 0; i < ${#modes[@]}; i++)); do
+		order+=("${modes[(i + r - 1) % ${#modes[@]}]}")
+	done
 	for qos in "${qos_list[@]}"; do
-		for mode in "${modes[@]}"; do
+		for mode in "${order[@]}"; do
 			line=$(run_fanout "$mode" "$qos" "$FANOUT_SECONDS" "$mode") ||
 				fg_bail "fg_fanout against $mode at QoS $qos failed:" \
 					"$(tail -n 2 "$FG_TMP/fanout.err")"
@@ -559,17 +570,19 @@ for qos in "${qos_list[@]}"; do
 		m_rate[$mode]=$(median ${all_rate[$mode.$qos]})
 		m_ns[$mode]=$(median ${all_ns[$mode.$qos]})
 	done
-	ratios='' of_rounds='' extra='' capacity=''
+	ratios='' of_rounds='' spreads='' extra='' capacity=''
 	for pair in "${pairs[@]}"; do
 		other=${pair#*/}
 		ratios+=" ratio_acl_$other=$(ratio "${m_rate[acl]}" "${m_rate[$other]}")"
 		of_rounds+=" $pair=$(median ${round_ratios[$pair.$qos]})"
+		spreads+=" $pair=$(bench_spread ${round_ratios[$pair.$qos]})"
 		extra+=" extra_acl_vs_${other}_ns=$(minus "${m_ns[acl]}" "${m_ns[$other]}")"
 		capacity+=" capacity_ratio_acl_$other=$(ratio "${m_ns[$other]}" "${m_ns[acl]}")"
 	done
 	say "median qos$qos deliveries_per_s $(mode_values all_rate "$qos")$ratios"
 	if [[ -n $of_rounds ]]; then
 		say "median qos$qos of_round_ratios$of_rounds"
+		say "spread qos$qos of_round_ratios$spreads (interquartile range over $FANOUT_ROUNDS rounds)"
 	fi
 	say "median qos$qos published_per_s $(mode_values all_prate "$qos")" \
 		"(each delivered to $FANOUT_SUBSCRIBERS subscribers)"

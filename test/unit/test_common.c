@@ -1,6 +1,8 @@
 /*
- * Unit tests: fg_worker_begin gives a worker thread a descriptor table of
- * its own that holds only the descriptors it was told to keep.
+ * Unit tests of common helpers: fg_worker_begin gives a worker thread a
+ * descriptor table of its own that holds only the descriptors it was
+ * told to keep; fg_tick_due lets a TICK's work through once per step of
+ * the coarse clock.
  */
 #include <check.h>
 #include <errno.h>
@@ -10,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fg_common.h"
@@ -142,14 +145,35 @@ START_TEST(worker_closes_every_copy_it_was_not_given)
 }
 END_TEST
 
+START_TEST(tick_work_runs_once_per_clock_step)
+{
+	int64_t last = 0;
+	struct timespec ten_ms = {0, 10 * 1000 * 1000};
+	int due = 0, i;
+
+	ck_assert(fg_tick_due(&last)); /* the first TICK does its work */
+	ck_assert(last != 0);
+	/* A burst of TICKs within a few microseconds: at most the one that
+	 * crosses a step of the clock is due. */
+	for (i = 0; i < 100; i++)
+		due += fg_tick_due(&last);
+	ck_assert_int_le(due, 1);
+	nanosleep(&ten_ms, NULL);
+	ck_assert(fg_tick_due(&last)); /* time moved on: due again */
+}
+END_TEST
+
 static Suite *suite(void)
 {
-	Suite *s = suite_create("worker");
-	TCase *tc = tcase_create("files");
+	Suite *s = suite_create("common");
+	TCase *tc = tcase_create("worker");
+	TCase *tick = tcase_create("tick");
 
 	tcase_add_test(tc, worker_keeps_only_what_it_is_told_to);
 	tcase_add_test(tc, worker_closes_every_copy_it_was_not_given);
 	suite_add_tcase(s, tc);
+	tcase_add_test(tick, tick_work_runs_once_per_clock_step);
+	suite_add_tcase(s, tick);
 	return s;
 }
 
