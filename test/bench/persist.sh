@@ -5,7 +5,9 @@
 #   1. QoS 1 publish throughput: BENCH_PUBLISHERS devices publish readings
 #      as fast as the broker acknowledges them (fg_oracle, 20 in flight
 #      each), to a bare broker and to one with auth and persist, in turn
-#      for BENCH_ROUNDS rounds; medians and their ratio are printed.
+#      for BENCH_ROUNDS rounds; medians and their ratio are printed, with
+#      the share of the machine's CPUs PostgreSQL used meanwhile (it runs
+#      here, on the CPUs the broker and the publishers share).
 #   2. A backlog: PostgreSQL is stopped, BENCH_BACKLOG readings are
 #      published into the journal (the publish rate is compared with the
 #      bare broker's under the same load: the plugin's own cost, with no
@@ -73,6 +75,22 @@ publish_round() {
 		'BEGIN { printf "%.0f\n", n * 1000 / ms }'
 }
 
+# pg_cpu_ticks: CPU time (clock ticks) used so far by the PostgreSQL
+# server's processes; a process that exited in between is not counted.
+pg_cpu_ticks() {
+	local pid total=0 f
+	for pid in $(fg__pg_pids 2>/dev/null); do
+		f=$(cut -d' ' -f14,15 "/proc/$pid/stat" 2>/dev/null) || continue
+		total=$((total + ${f% *} + ${f#* }))
+	done
+	echo "$total"
+}
+
+# cpu_idle_ticks: idle time of all CPUs so far (/proc/stat, clock ticks).
+cpu_idle_ticks() {
+	awk '$1 == "cpu" { print $5 + $6; exit }' /proc/stat
+}
+
 rows_of() {
 	fg_psql_super "select count(*) from fleetgate.readings where broker_id = '$1'"
 }
@@ -81,15 +99,27 @@ rows_at_least() { (($(rows_of "$1") >= $2)); }
 # --- 1. QoS 1 publish throughput ----------------------------------------------
 bench_broker_start bare bare || fg_bail "bare broker did not start"
 bench_broker_start persist persist || fg_bail "persist broker did not start"
-bare_rates=() persist_rates=()
+bare_rates=() persist_rates=() db_cpus=()
+hz=$(getconf CLK_TCK)
 first=1
 for ((r = 1; r <= BENCH_ROUNDS; r++)); do
+	i0=$(cpu_idle_ticks)
+	t0=$(fg_now_ms)
 	b=$(publish_round bare "$first") || fg_bail "round $r failed (bare)"
+	idle=$(awk -v t=$(($(cpu_idle_ticks) - i0)) -v hz="$hz" \
+		-v ms=$(($(fg_now_ms) - t0)) 'BEGIN { printf "%.2f", t / hz * 1000 / ms }')
+	c0=$(pg_cpu_ticks)
+	t0=$(fg_now_ms)
 	p=$(publish_round persist "$first") || fg_bail "round $r failed (persist)"
+	# The database's share of this machine's CPUs while it stored the
+	# round: what the broker and its publishers could not have.
+	db=$(awk -v t=$(($(pg_cpu_ticks) - c0)) -v hz="$hz" \
+		-v ms=$(($(fg_now_ms) - t0)) 'BEGIN { printf "%.2f", t / hz * 1000 / ms }')
 	bare_rates+=("$b")
 	persist_rates+=("$p")
-	printf '# round %d: bare %s/s, auth+persist %s/s, ratio %s\n' "$r" "$b" \
-		"$p" "$(bench_ratio "$p" "$b")"
+	db_cpus+=("$db")
+	printf '# round %d: bare %s/s (CPUs idle %s), auth+persist %s/s, ratio %s, database used %s of %d CPUs\n' \
+		"$r" "$b" "$idle" "$p" "$(bench_ratio "$p" "$b")" "$db" "$(nproc)"
 	first=$((first + BENCH_COUNT))
 done
 bm=$(bench_median "${bare_rates[@]}")
@@ -97,8 +127,14 @@ pm=$(bench_median "${persist_rates[@]}")
 expected=$((BENCH_ROUNDS * BENCH_COUNT * BENCH_PUBLISHERS))
 fg_wait_until 120 rows_at_least persist "$expected" || true
 stored=$(rows_of persist)
-printf 'qos1_publish bare_msgs_per_s=%s persist_msgs_per_s=%s ratio=%s publishers=%d payload_bytes=%d\n' \
-	"$bm" "$pm" "$(bench_ratio "$pm" "$bm")" "$BENCH_PUBLISHERS" "$BENCH_SIZE"
+dbm=$(bench_median "${db_cpus[@]}")
+printf 'qos1_publish bare_msgs_per_s=%s persist_msgs_per_s=%s ratio=%s publishers=%d payload_bytes=%d database_cpus=%s\n' \
+	"$bm" "$pm" "$(bench_ratio "$pm" "$bm")" "$BENCH_PUBLISHERS" "$BENCH_SIZE" \
+	"$dbm"
+# The bare broker and its publishers keep every CPU busy; what the
+# database takes bounds the persist broker's rate from above.
+printf '# the CPUs left to the broker and its publishers: %s of the bare run'"'"'s\n' \
+	"$(awk -v d="$dbm" -v n="$(nproc)" 'BEGIN { printf "%.3f", (n - d) / n }')"
 if [[ $stored == "$expected" ]]; then
 	ok true "every reading acknowledged by the persist broker is stored ($stored)"
 else
