@@ -251,17 +251,23 @@ void fg_registry_set_has_limits(struct fg_registry *reg, bool has)
 	reg->has_limits = has;
 }
 
+static const char *const limit_scopes[] = {
+    [FG_LIMIT_GLOBAL] = "global",
+    [FG_LIMIT_MUNICIPALITY] = "municipality",
+    [FG_LIMIT_DEVICE] = "device",
+};
+
+const char *fg_limit_scope_str(enum fg_limit_scope k)
+{
+	return (unsigned)k < 3 ? limit_scopes[k] : "?";
+}
+
 int fg_limit_scope_parse(const char *s, enum fg_limit_scope *out)
 {
-	static const char *const names[] = {
-	    [FG_LIMIT_GLOBAL] = "global",
-	    [FG_LIMIT_MUNICIPALITY] = "municipality",
-	    [FG_LIMIT_DEVICE] = "device",
-	};
 	int i;
 
 	for (i = 0; s != NULL && i < 3; i++) {
-		if (strcmp(s, names[i]) == 0) {
+		if (strcmp(s, limit_scopes[i]) == 0) {
 			*out = (enum fg_limit_scope)i;
 			return 0;
 		}

@@ -158,6 +158,7 @@ FG_API bool fg_registry_has_limits(const struct fg_registry *reg);
 FG_API void fg_registry_set_has_limits(struct fg_registry *reg, bool has);
 /* Parse "global", "municipality" or "device"; -1 on anything else. */
 FG_API int fg_limit_scope_parse(const char *s, enum fg_limit_scope *out);
+FG_API const char *fg_limit_scope_str(enum fg_limit_scope k);
 
 FG_API const char *fg_rule_subject_str(enum fg_rule_subject k);
 FG_API int fg_rule_subject_parse(const char *s, enum fg_rule_subject *out);

@@ -72,9 +72,10 @@ static cJSON *registry_to_json(const struct fg_registry *reg)
 	const struct fg_cert *crt = fg_registry__certs(reg);
 	const struct fg_account *acc = fg_registry__accounts(reg);
 	cJSON *root = cJSON_CreateObject();
-	cJSON *devices, *certs, *accounts, *rules;
+	cJSON *devices, *certs, *accounts, *rules, *limits;
 	const struct fg_rule *rule;
-	size_t i, nrules;
+	const struct fg_limit *limit;
+	size_t i, nrules, nlimits;
 
 	if (root == NULL)
 		return NULL;
@@ -87,9 +88,24 @@ static cJSON *registry_to_json(const struct fg_registry *reg)
 	accounts = cJSON_AddArrayToObject(root, "accounts");
 	rules = cJSON_AddArrayToObject(root, "rules");
 	cJSON_AddBoolToObject(root, "has_rules", fg_registry_has_rules(reg));
+	limits = cJSON_AddArrayToObject(root, "limits");
+	cJSON_AddBoolToObject(root, "has_limits", fg_registry_has_limits(reg));
 	if (devices == NULL || certs == NULL || accounts == NULL ||
-	    rules == NULL)
+	    rules == NULL || limits == NULL)
 		goto fail;
+	limit = fg_registry_limits(reg, &nlimits);
+	for (i = 0; i < nlimits; i++) {
+		cJSON *items[] = {
+		    cJSON_CreateString(fg_limit_scope_str(limit[i].kind)),
+		    str_or_null(limit[i].scope),
+		    cJSON_CreateNumber((double)limit[i].messages),
+		    cJSON_CreateNumber((double)limit[i].bytes),
+		    cJSON_CreateNumber((double)limit[i].window_s),
+		    cJSON_CreateNumber((double)limit[i].burst),
+		};
+		if (add_row(limits, items, 6) != 0)
+			goto fail;
+	}
 	rule = fg_registry_rules(reg, &nrules);
 	for (i = 0; i < nrules; i++) {
 		cJSON *items[] = {
@@ -373,6 +389,23 @@ static int json_to_registry(const cJSON *root, struct fg_registry *reg,
 	}
 	fg_registry_set_has_rules(
 	    reg, cJSON_IsTrue(cJSON_GetObjectItem(root, "has_rules")));
+	/* Rate limits, in snapshots written since they are kept; an older
+	 * snapshot has none, and the ratelimit plugin says so. */
+	rows = cJSON_GetObjectItem(root, "limits");
+	cJSON_ArrayForEach (row, rows) {
+		enum fg_limit_scope kind;
+
+		if (fg_limit_scope_parse(row_str(row, 0, false, &bad), &kind) !=
+		        0 ||
+		    fg_registry_add_limit(
+		        reg, kind, row_str(row, 1, true, &bad),
+		        row_int(row, 2, &bad), row_int(row, 3, &bad),
+		        row_int(row, 4, &bad), row_int(row, 5, &bad)) != 0 ||
+		    bad)
+			goto bad_row;
+	}
+	fg_registry_set_has_limits(
+	    reg, cJSON_IsTrue(cJSON_GetObjectItem(root, "has_limits")));
 	return 0;
 bad_row:
 	fg_seterr(err, errlen, "snapshot holds a malformed row");

@@ -459,10 +459,11 @@ static int on_tick(int event, void *event_data, void *userdata)
 		if (!p->warned_no_limits && fg_runtime_registry(p->rt) &&
 		    !fg_registry_has_limits(fg_runtime_registry(p->rt))) {
 			mosquitto_log_printf(
-			    MOSQ_LOG_WARNING,
-			    RL_LOG " the registry has no limit table (schema "
-			           "older than version 4, or a snapshot): the "
-			           "default_* options apply to every device");
+			    MOSQ_LOG_WARNING, RL_LOG
+			    " the registry has no limit table (schema "
+			    "older than version 4, or a snapshot written "
+			    "before limits were kept): the "
+			    "default_* options apply to every device");
 			p->warned_no_limits = true;
 		}
 	}

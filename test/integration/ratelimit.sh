@@ -148,6 +148,17 @@ ratio() {
 	awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f\n", (b > 0 ? a / b : 0) }'
 }
 
+# flood_share NAME BROKER DEVICE: 6 s of DEVICE flooding BROKER at five
+# times a limit of L a second; SHARE is the accepted part of that budget,
+# FG_OUT the flood's line.
+flood_share() {
+	flood "$1" "$2" "$3" --rate $((500 / S)) --duration 6
+	flood_wait "$1"
+	SHARE=$(ratio "$(field "$FG_OUT" accepted)" \
+		"$(budget_of "$(field "$FG_OUT" first_ms)" \
+			"$(field "$FG_OUT" last_ms)" "$L")")
+}
+
 # within X LO HI: LO <= X <= HI (decimals allowed).
 within() {
 	awk -v x="$1" -v lo="$2" -v hi="$3" 'BEGIN { exit !(x >= lo && x <= hi) }'
@@ -180,7 +191,7 @@ fg_ca_make ca
 fg_server_cert
 
 DEVICES=(rl-calm rl-flood rl-bytes rl-edit rl-outage rl-frozen rl-flap
-	rl-kick rl-local rl-probe)
+	rl-kick rl-local rl-probe rl-snap)
 for d in "${DEVICES[@]}"; do
 	fg_device_cert "$d"
 	fg_register_device "$d" "$MUNI" "$FG_CERTS/$d.crt"
@@ -201,6 +212,7 @@ set_limit rl-outage "$L" "" 1 0
 set_limit rl-frozen "$L" "" 1 0
 set_limit rl-kick $((20 / S)) "" 1 0
 set_limit rl-local "$L" "" 1 0
+set_limit rl-snap "$L" "" 1 0
 set_limit rl-probe 1000 "" 1 0
 
 rl_broker A "plugin_opt_redis_password_env FG_RL_REDIS_PW" \
@@ -501,17 +513,41 @@ fg_broker_stop C
 export FG_RL_WRONG_PW=not-the-password
 rl_broker D "plugin_opt_redis_password_env FG_RL_WRONG_PW" ||
 	fg_bail "broker D did not start"
-flood loc D rl-local --rate $((500 / S)) --duration 6
-flood_wait loc
-acc=$(field "$FG_OUT" accepted)
-r=$(ratio "$acc" "$(budget_of "$(field "$FG_OUT" first_ms)" \
-	"$(field "$FG_OUT" last_ms)" "$L")")
+flood_share loc D rl-local
+r=$SHARE
 fg_diag "local: $FG_OUT: $r of the budget"
 ok 'within "$r" 0.45 0.60' \
 	"without Redis a broker admits its local share of the budget ($r)"
 is "$(log_count D "$UNAVAILABLE \\(AUTH")" 1 \
 	"a wrong Redis password is logged once, as the reason for local counting"
 fg_broker_stop D
+
+# ------------------------------------------- started from the snapshot ----
+
+# Broker F reads the registry from the database (and writes its snapshot),
+# stops, and starts again while PostgreSQL is down: the device's own
+# limit, kept in the snapshot, applies, not the default_* options (no
+# limit here: every message would be accepted).
+rl_broker F "plugin_opt_redis_password_file $FG_TMP/redis.pw" ||
+	fg_bail "broker F did not start"
+fg_broker_stop F
+fg_pg_stop || fg_bail "PostgreSQL did not stop"
+fg_log_mark F
+rl_broker F "plugin_opt_redis_password_file $FG_TMP/redis.pw" ||
+	fg_bail "broker F did not start from its snapshot"
+ok 'fg_log_has F "fleetgate: using registry snapshot"' \
+	"broker F started from its snapshot with PostgreSQL down"
+flood_share snap F rl-snap
+r=$SHARE
+fg_diag "snapshot: $FG_OUT: $r of the budget"
+# Six seconds touch seven one-second windows (the defaults would give
+# about 5).
+ok 'within "$r" 0.85 1.25' \
+	"started from the snapshot, a device is held to its own limit ($r of it), not to the defaults"
+ok '! fg_log_has F "has no limit table"' \
+	"and the plugin does not fall back to its default limits"
+fg_broker_stop F
+fg_pg_resume || fg_bail "PostgreSQL did not start again"
 
 # --------------------------------------------------------- options ----
 

@@ -135,6 +135,68 @@ START_TEST(snapshot_round_trip_keeps_every_field_and_is_mode_0600)
 	                 "$7$101$a$b");
 	ck_assert_str_eq(fg_registry_account(back, "dash")->municipality,
 	                 "north");
+	/* sample() has no limit table: none comes back either. */
+	ck_assert(!fg_registry_has_limits(back));
+	fg_registry_free(back);
+	fg_registry_free(reg);
+	unlink(path);
+}
+END_TEST
+
+/* A broker started from its snapshot enforces the budgets of its last
+ * load: every limit row, inherited fields (-1) included. */
+START_TEST(snapshot_keeps_the_rate_limits)
+{
+	struct fg_registry *reg = fg_registry_new(), *back;
+	const struct fg_limit *l;
+	char path[128], err[256] = "";
+	size_t n, i;
+	int seen = 0;
+
+	ck_assert_ptr_nonnull(reg);
+	ck_assert_int_eq(fg_registry_add_device(reg, "m-1", "north",
+	                                        FG_DEVICE_ACTIVE, false, NULL),
+	                 0);
+	ck_assert_int_eq(
+	    fg_registry_add_limit(reg, FG_LIMIT_GLOBAL, NULL, 60, -1, 60, 60),
+	    0);
+	ck_assert_int_eq(fg_registry_add_limit(reg, FG_LIMIT_MUNICIPALITY,
+	                                       "north", 120, 65536, -1, -1),
+	                 0);
+	ck_assert_int_eq(
+	    fg_registry_add_limit(reg, FG_LIMIT_DEVICE, "m-1", 5, -1, 1, 10),
+	    0);
+	ck_assert_int_eq(fg_registry_finalise(reg, err, sizeof(err)), 0);
+	tmp_path(path, sizeof(path));
+	ck_assert_int_eq(fg_registry_save(reg, path, err, sizeof(err)), 0);
+	back = fg_registry_load(path, err, sizeof(err));
+	ck_assert_msg(back != NULL, "load failed: %s", err);
+	ck_assert(fg_registry_has_limits(back));
+	l = fg_registry_limits(back, &n);
+	ck_assert_uint_eq(n, 3);
+	for (i = 0; i < n; i++) {
+		switch (l[i].kind) {
+		case FG_LIMIT_GLOBAL:
+			ck_assert_ptr_null(l[i].scope);
+			ck_assert(l[i].messages == 60 && l[i].bytes == -1 &&
+			          l[i].window_s == 60 && l[i].burst == 60);
+			seen |= 1;
+			break;
+		case FG_LIMIT_MUNICIPALITY:
+			ck_assert_str_eq(l[i].scope, "north");
+			ck_assert(l[i].messages == 120 && l[i].bytes == 65536 &&
+			          l[i].window_s == -1 && l[i].burst == -1);
+			seen |= 2;
+			break;
+		case FG_LIMIT_DEVICE:
+			ck_assert_str_eq(l[i].scope, "m-1");
+			ck_assert(l[i].messages == 5 && l[i].bytes == -1 &&
+			          l[i].window_s == 1 && l[i].burst == 10);
+			seen |= 4;
+			break;
+		}
+	}
+	ck_assert_int_eq(seen, 7);
 	fg_registry_free(back);
 	fg_registry_free(reg);
 	unlink(path);
@@ -305,6 +367,7 @@ static Suite *suite(void)
 	    tc, duplicate_fingerprints_and_orphan_certificates_are_refused);
 	tcase_add_test(tc,
 	               snapshot_round_trip_keeps_every_field_and_is_mode_0600);
+	tcase_add_test(tc, snapshot_keeps_the_rate_limits);
 	tcase_add_test(
 	    tc, tampered_truncated_or_world_readable_snapshots_are_refused);
 	tcase_add_test(tc, options_parse_with_trailing_blanks_trimmed);
