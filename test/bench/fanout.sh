@@ -43,8 +43,9 @@
 # It checks that no message was lost or duplicated, that the two ACL
 # brokers do drop a publish their rules do not grant (so that they were
 # really deciding) and that fleetgate audits it, and, when the object
-# files of `make` are there, times acl_check() itself for a READ with a
-# warm and a cold cache (test/bench/acl/fg_aclbench.c).
+# files of `make` are there, times acl_check() itself for a READ found
+# through the topic pointer, from the cache and from the rules
+# (test/bench/acl/fg_aclbench.c).
 #
 # Environment: FANOUT_ROUNDS (8), FANOUT_SECONDS (2), FANOUT_WARMUP (0.5),
 # FANOUT_SUBSCRIBERS (50), FANOUT_RULES (1000), FANOUT_WINDOW (200),
