@@ -65,13 +65,13 @@ $(BUILD)/fleetgate_%.so: $$(call plugin_obj,$$*) $(RUNTIME)
 	$(Q)$(CC) -shared -pthread $(SAN) -o $@ $(call plugin_obj,$*) -L$(BUILD) \
 		-lfleetgate -Wl,-rpath,'$$ORIGIN' $(LIBS_RT) $(LIBS_$*)
 
-$(BUILD)/tools/%: test/tools/%.c
+$(BUILD)/tools/%: test/tools/%.c $(wildcard test/tools/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  CC      $@"
 	$(Q)$(CC) -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) -pthread -o $@ $< \
 		-lmosquitto -lssl -lcrypto -lpthread -lm
 
-$(BUILD)/tools/%: test/bench/%.c $(wildcard test/bench/*.h)
+$(BUILD)/tools/%: test/bench/%.c $(wildcard test/bench/*.h test/tools/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  CC      $@"
 	$(Q)$(CC) -std=c11 -D_GNU_SOURCE $(OPT) $(SAN) $(WARN) -pthread -o $@ $< \
@@ -139,11 +139,13 @@ lint:
 
 format:
 	clang-format -i $(COMMON_SRC) $(wildcard common/*.h) $(PLUGIN_SRC) \
-		$(wildcard plugins/*/*.h) $(TOOLS_SRC) $(BENCH_SRC) $(wildcard test/bench/*.h) $(UNIT_SRC)
+		$(wildcard plugins/*/*.h) $(TOOLS_SRC) $(wildcard test/tools/*.h) $(BENCH_SRC) \
+		$(wildcard test/bench/*.h) $(UNIT_SRC)
 
 format-check:
 	@clang-format --dry-run --Werror $(COMMON_SRC) $(wildcard common/*.h) \
-		$(PLUGIN_SRC) $(wildcard plugins/*/*.h) $(TOOLS_SRC) $(BENCH_SRC) $(wildcard test/bench/*.h) \
+		$(PLUGIN_SRC) $(wildcard plugins/*/*.h) $(TOOLS_SRC) $(wildcard test/tools/*.h) \
+		$(BENCH_SRC) $(wildcard test/bench/*.h) \
 		$(UNIT_SRC) && echo "format-check: ok"
 
 clean:

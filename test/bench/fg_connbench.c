@@ -67,6 +67,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "../tools/fg_args.h"
 #include "fg_bench_cpu.h"
 
 #define MAX_DEVICES 100000
@@ -134,29 +135,6 @@ static void usage(void)
 	        " [--duration S | --count N]\n"
 	        "                    [--timeout S] [--v5] [--label NAME]"
 	        " [--broker-pid PID]\n");
-}
-
-static bool parse_long(const char *s, long min, long max, long *out)
-{
-	char *end = NULL;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
-		return false;
-	*out = v;
-	return true;
-}
-
-static bool parse_int(const char *s, int min, int max, int *out)
-{
-	long v;
-
-	if (!parse_long(s, min, max, &v))
-		return false;
-	*out = (int)v;
-	return true;
 }
 
 static bool parse_seconds(const char *s, double *out)

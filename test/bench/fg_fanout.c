@@ -85,6 +85,7 @@
 
 #include <mosquitto.h>
 
+#include "../tools/fg_args.h"
 #include "fg_bench_cpu.h"
 
 #define MAX_SUBSCRIBERS 5000
@@ -168,29 +169,6 @@ static void set_failed(const char *what, const char *id, const char *why)
 		return;
 	failed = true;
 	snprintf(fail_text, sizeof(fail_text), "%s %.64s: %s", what, id, why);
-}
-
-static bool parse_long(const char *s, long min, long max, long *out)
-{
-	char *end = NULL;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
-		return false;
-	*out = v;
-	return true;
-}
-
-static bool parse_int(const char *s, int min, int max, int *out)
-{
-	long v;
-
-	if (!parse_long(s, min, max, &v))
-		return false;
-	*out = (int)v;
-	return true;
 }
 
 /* Seconds, 0 <= v <= 86400 when zero_ok, else 0 < v <= 86400. */

@@ -131,6 +131,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include "fg_args.h"
+
 enum {
 	EXIT_ACCEPTED = 0,
 	EXIT_USAGE = 1,
@@ -244,19 +246,6 @@ static void usage(void)
 	                " --raw-publish-hex HEX] [--script]\n"
 	                "                 [--will-topic T [--will-payload P]"
 	                " [--will-qos Q] [--will-retain]] [--no-clean]\n");
-}
-
-static bool parse_int(const char *s, int min, int max, int *out)
-{
-	char *end = NULL;
-	long v;
-
-	errno = 0;
-	v = strtol(s, &end, 10);
-	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
-		return false;
-	*out = (int)v;
-	return true;
 }
 
 static int hex_nibble(char c)

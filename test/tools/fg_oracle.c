@@ -89,6 +89,8 @@
 #include <mosquitto.h>
 #include <mqtt_protocol.h>
 
+#include "fg_args.h"
+
 enum { EXIT_ALL_ACKED = 0, EXIT_NOT_ALL = 1, EXIT_SETUP = 2 };
 
 #define NS_PER_MS INT64_C(1000000)
@@ -229,29 +231,6 @@ static void usage(void)
 	        "                 [--size BYTES] [-o FILE] [--refused FILE]"
 	        " [--deadline S]\n"
 	        "                 [--timeout S] [--keepalive S]\n");
-}
-
-static bool parse_i64(const char *s, int64_t min, int64_t max, int64_t *out)
-{
-	char *end = NULL;
-	long long v;
-
-	errno = 0;
-	v = strtoll(s, &end, 10);
-	if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
-		return false;
-	*out = (int64_t)v;
-	return true;
-}
-
-static bool parse_int(const char *s, int min, int max, int *out)
-{
-	int64_t v;
-
-	if (!parse_i64(s, min, max, &v))
-		return false;
-	*out = (int)v;
-	return true;
 }
 
 static bool parse_rate(const char *s, double *out)
