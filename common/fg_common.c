@@ -55,14 +55,25 @@ void fg_seterr(char *err, size_t errlen, const char *fmt, ...)
 	va_end(ap);
 }
 
+#define FNV_OFFSET 14695981039346656037ULL
+#define FNV_PRIME 1099511628211ULL
+
 uint64_t fg_hash_str(const char *s)
 {
-	uint64_t h = 14695981039346656037ULL;
+	uint64_t h = FNV_OFFSET;
 
-	for (; *s != '\0'; s++) {
-		h ^= (unsigned char)*s;
-		h *= 1099511628211ULL;
-	}
+	for (; *s != '\0'; s++)
+		h = (h ^ (unsigned char)*s) * FNV_PRIME;
+	return h;
+}
+
+uint64_t fg_hash_bytes(const void *p, size_t len)
+{
+	const unsigned char *b = p;
+	uint64_t h = FNV_OFFSET;
+
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ b[i]) * FNV_PRIME;
 	return h;
 }
 
@@ -124,8 +135,6 @@ static void close_listed(const int *keep, size_t nkeep)
 void fg_worker_begin(const char *name, const int *keep, size_t nkeep)
 {
 	static atomic_flag told = ATOMIC_FLAG_INIT;
-	int sorted[8];
-	size_t n = 0;
 	unsigned lo = 3;
 	bool ok = true;
 
@@ -140,25 +149,20 @@ void fg_worker_begin(const char *name, const int *keep, size_t nkeep)
 			       strerror(errno));
 		return;
 	}
-	/* keep, sorted, for the gaps between its descriptors. */
-	for (size_t i = 0; i < nkeep && n < sizeof(sorted) / sizeof(*sorted);
-	     i++) {
-		size_t j = n++;
+	/* Close the gaps between the kept descriptors, lowest first. */
+	while (ok) {
+		int next = -1; /* the lowest kept descriptor from lo up */
 
-		while (j > 0 && sorted[j - 1] > keep[i]) {
-			sorted[j] = sorted[j - 1];
-			j--;
+		for (size_t i = 0; i < nkeep; i++)
+			if (keep[i] >= (int)lo && (next < 0 || keep[i] < next))
+				next = keep[i];
+		if (next < 0) {
+			ok = close_between(lo, ~0U) == 0;
+			break;
 		}
-		sorted[j] = keep[i];
+		ok = close_between(lo, (unsigned)next - 1) == 0;
+		lo = (unsigned)next + 1;
 	}
-	for (size_t i = 0; i < n && ok; i++) {
-		if (sorted[i] < (int)lo)
-			continue;
-		ok = close_between(lo, (unsigned)sorted[i] - 1) == 0;
-		lo = (unsigned)sorted[i] + 1;
-	}
-	if (ok)
-		ok = close_between(lo, ~0U) == 0;
 	if (!ok)
 		close_listed(keep, nkeep);
 }

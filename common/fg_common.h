@@ -73,8 +73,11 @@ FG_API char *fg_strdup_or_null(const char *s, bool *failed);
  */
 FG_API int fg_grow(void *arr, size_t *cap, size_t n, size_t elem);
 
-/* 64-bit FNV-1a hash of a string, for hash tables and change detection. */
+/* 64-bit FNV-1a hash of a string, for hash tables and change detection;
+ * fg_hash_bytes: the same of len bytes (fg_hash_str(s) equals
+ * fg_hash_bytes(s, strlen(s))). */
 FG_API uint64_t fg_hash_str(const char *s);
+FG_API uint64_t fg_hash_bytes(const void *p, size_t len);
 
 /* A well-mixed hash of a pointer, for tables keyed by client. */
 FG_API uint64_t fg_hash_ptr(const void *ptr);

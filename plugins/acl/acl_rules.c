@@ -317,10 +317,7 @@ static int make_key(struct acl_rules *c)
 	}
 	c->key = k.p;
 	c->key_len = k.len;
-	c->key_hash = 1469598103934665603ULL;
-	for (size_t i = 0; i < k.len; i++)
-		c->key_hash =
-		    (c->key_hash ^ (unsigned char)k.p[i]) * 1099511628211ULL;
+	c->key_hash = fg_hash_bytes(k.p, k.len);
 	return 0;
 }
 

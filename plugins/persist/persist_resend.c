@@ -87,12 +87,8 @@ uint64_t resend_hash(const char *topic, const void *payload, size_t len)
 
 static struct client **find(struct resend *rs, const char *id, size_t len)
 {
-	struct client **pp;
-	uint64_t h = 1469598103934665603u;
+	struct client **pp = &rs->buckets[fg_hash_bytes(id, len) % NBUCKETS];
 
-	for (size_t i = 0; i < len; i++)
-		h = (h ^ (unsigned char)id[i]) * 1099511628211u;
-	pp = &rs->buckets[h % NBUCKETS];
 	while (*pp != NULL &&
 	       ((*pp)->id_len != len || memcmp((*pp)->id, id, len) != 0))
 		pp = &(*pp)->next;

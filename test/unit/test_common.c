@@ -163,16 +163,30 @@ START_TEST(tick_work_runs_once_per_clock_step)
 }
 END_TEST
 
+START_TEST(string_and_byte_hashes_agree)
+{
+	/* The FNV-1a test vectors, and a string hashed either way. */
+	ck_assert_uint_eq(fg_hash_bytes("", 0), 0xcbf29ce484222325ULL);
+	ck_assert_uint_eq(fg_hash_str("a"), 0xaf63dc4c8601ec8cULL);
+	ck_assert_uint_eq(fg_hash_bytes("foobar", 6), 0x85944171f73967e8ULL);
+	ck_assert_uint_eq(fg_hash_str("water/north/p/readings"),
+	                  fg_hash_bytes("water/north/p/readings", 22));
+	/* Bytes after a NUL count. */
+	ck_assert_uint_ne(fg_hash_bytes("a\0b", 3), fg_hash_bytes("a\0c", 3));
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("common");
 	TCase *tc = tcase_create("worker");
-	TCase *tick = tcase_create("tick");
+	TCase *tick = tcase_create("helpers");
 
 	tcase_add_test(tc, worker_keeps_only_what_it_is_told_to);
 	tcase_add_test(tc, worker_closes_every_copy_it_was_not_given);
 	suite_add_tcase(s, tc);
 	tcase_add_test(tick, tick_work_runs_once_per_clock_step);
+	tcase_add_test(tick, string_and_byte_hashes_agree);
 	suite_add_tcase(s, tick);
 	return s;
 }
