@@ -137,19 +137,6 @@ static void usage(void)
 	        " [--broker-pid PID]\n");
 }
 
-static bool parse_seconds(const char *s, double *out)
-{
-	char *end = NULL;
-	double v;
-
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno != 0 || end == s || *end != '\0' || !(v > 0) || v > 86400)
-		return false;
-	*out = v;
-	return true;
-}
-
 /* Device ids end up in file names and client ids: keep them plain. */
 static bool id_ok(const char *id)
 {
@@ -263,7 +250,7 @@ static bool parse_args(int argc, char **argv)
 			if (!parse_int(v, 1, 1024, &opt.threads))
 				goto bad_value;
 		} else if (strcmp(a, "--duration") == 0) {
-			if (!parse_seconds(v, &opt.duration_s))
+			if (!parse_double(v, 0, 86400, true, &opt.duration_s))
 				goto bad_value;
 			duration_given = true;
 		} else if (strcmp(a, "--count") == 0) {

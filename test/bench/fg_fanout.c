@@ -171,21 +171,6 @@ static void set_failed(const char *what, const char *id, const char *why)
 	snprintf(fail_text, sizeof(fail_text), "%s %.64s: %s", what, id, why);
 }
 
-/* Seconds, 0 <= v <= 86400 when zero_ok, else 0 < v <= 86400. */
-static bool parse_seconds(const char *s, bool zero_ok, double *out)
-{
-	char *end = NULL;
-	double v;
-
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno != 0 || end == s || *end != '\0' || !(v >= 0) ||
-	    (!zero_ok && !(v > 0)) || v > 86400)
-		return false;
-	*out = v;
-	return true;
-}
-
 static bool has_wildcard(const char *s)
 {
 	return strchr(s, '+') != NULL || strchr(s, '#') != NULL;
@@ -207,11 +192,11 @@ static bool set_option(const char *a, const char *v)
 	else if (strcmp(a, "--qos") == 0)
 		return parse_int(v, 0, 1, &opt.qos);
 	else if (strcmp(a, "--duration") == 0)
-		return parse_seconds(v, false, &opt.duration_s);
+		return parse_double(v, 0, 86400, true, &opt.duration_s);
 	else if (strcmp(a, "--warmup") == 0)
-		return parse_seconds(v, true, &opt.warmup_s);
+		return parse_double(v, 0, 86400, false, &opt.warmup_s);
 	else if (strcmp(a, "--drain") == 0)
-		return parse_seconds(v, true, &opt.drain_s);
+		return parse_double(v, 0, 86400, false, &opt.drain_s);
 	else if (strcmp(a, "--window") == 0)
 		return parse_int(v, 1, 65535, &opt.window);
 	else if (strcmp(a, "--burst") == 0)

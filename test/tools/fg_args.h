@@ -1,6 +1,6 @@
 /*
- * Whole-number command-line arguments for the test and benchmark tools:
- * decimal, nothing after the digits, within [min, max]. Each returns
+ * Numeric command-line arguments for the test and benchmark tools:
+ * decimal, nothing after the number, within [min, max]. Each returns
  * false (leaving *out alone) on anything else.
  */
 #ifndef FG_ARGS_H
@@ -42,6 +42,23 @@ static inline bool parse_int(const char *s, int min, int max, int *out)
 	if (!parse_i64(s, min, max, &v))
 		return false;
 	*out = (int)v;
+	return true;
+}
+
+/* A number (strtod) within [min, max], or (min, max] when above_min; NaN
+ * is refused. */
+static inline bool parse_double(const char *s, double min, double max,
+                                bool above_min, double *out)
+{
+	char *end = NULL;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno != 0 || end == s || *end != '\0' || !(v >= min) ||
+	    (above_min && !(v > min)) || v > max)
+		return false;
+	*out = v;
 	return true;
 }
 

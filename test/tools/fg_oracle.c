@@ -233,19 +233,6 @@ static void usage(void)
 	        "                 [--timeout S] [--keepalive S]\n");
 }
 
-static bool parse_rate(const char *s, double *out)
-{
-	char *end = NULL;
-	double v;
-
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno != 0 || end == s || *end != '\0' || !(v >= 0.0) || v > 1e7)
-		return false;
-	*out = v;
-	return true;
-}
-
 static bool parse_version(const char *s, int *out)
 {
 	if (strcmp(s, "311") == 0 || strcmp(s, "mqttv311") == 0)
@@ -301,7 +288,7 @@ static bool apply_option(struct options *o, const char *a, const char *v)
 	else if (strcmp(a, "--qos") == 0)
 		return parse_int(v, 0, 2, &o->qos);
 	else if (strcmp(a, "--rate") == 0)
-		return parse_rate(v, &o->rate);
+		return parse_double(v, 0, 1e7, false, &o->rate);
 	else if (strcmp(a, "--inflight") == 0)
 		return parse_int(v, 1, MAX_INFLIGHT, &o->inflight);
 	else if (strcmp(a, "--size") == 0)
