@@ -6,10 +6,12 @@
 #include "fg_audit.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 #include <mosquitto_broker.h>
@@ -22,6 +24,9 @@
 #define SEEN_SLOTS 524288 /* a power of two above 2 * LAST_SEEN_MAX */
 #define SEEN_EMPTY UINT32_MAX
 #define STOP_FLUSH_MS 3000
+/* How much longer fg_audit_stop waits for the writer to finish before it
+ * makes the writer's database calls give up. */
+#define STOP_GRACE_MS 1000
 
 struct queued_event {
 	int64_t at_ms;
@@ -50,7 +55,8 @@ struct fg_audit {
 	pthread_t thread;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	int stopping;
+	int stopping, done;
+	int abort_pipe[2]; /* written when a stop cannot wait any longer */
 
 	struct queued_event **ring;
 	size_t head, count;
@@ -62,7 +68,8 @@ struct fg_audit {
 	uint64_t dropped_logged, seen_dropped_logged;
 	struct fg_throttle drop_throttle, seen_throttle;
 
-	PGconn *conn; /* writer thread only, like the two below */
+	PGconn *conn; /* writer thread only, like the three below */
+	struct fg_pg_io io;
 	int db_down;
 	struct fg_throttle conn_throttle;
 };
@@ -294,7 +301,7 @@ static char *batch_json(struct queued_event *const *evs, size_t n)
 
 static void disconnect_db(struct fg_audit *a)
 {
-	PQfinish(a->conn);
+	fg_pg_finish(a->conn);
 	a->conn = NULL;
 }
 
@@ -307,12 +314,13 @@ static int ensure_db(struct fg_audit *a)
 	if (a->conn != NULL && PQstatus(a->conn) == CONNECTION_OK)
 		return 0;
 	disconnect_db(a);
-	a->conn = fg_pg_connect(&a->s.pg, err, sizeof(err));
+	a->conn = fg_pg_connect(&a->s.pg, &a->io, err, sizeof(err));
 	if (a->conn == NULL) {
 		uint64_t suppressed;
 
 		a->db_down = 1;
-		if (fg_throttle_hit(&a->conn_throttle, 60000, &suppressed))
+		if (!fg_pg_io_aborted(&a->io) &&
+		    fg_throttle_hit(&a->conn_throttle, 60000, &suppressed))
 			fg_log(MOSQ_LOG_WARNING,
 			       LOG_PREFIX
 			       " database unreachable, events wait "
@@ -320,8 +328,10 @@ static int ensure_db(struct fg_audit *a)
 			       (unsigned long long)suppressed + 1, err);
 		return -1;
 	}
-	r1 = PQprepare(a->conn, "fg_audit_insert", INSERT_SQL, 2, NULL);
-	r2 = PQprepare(a->conn, "fg_seen_update", SEEN_SQL, 1, NULL);
+	r1 = fg_pg_prepare(a->conn, &a->io, "fg_audit_insert", INSERT_SQL, 2);
+	r2 = r1 == NULL ? NULL
+	                : fg_pg_prepare(a->conn, &a->io, "fg_seen_update",
+	                                SEEN_SQL, 1);
 	ok = PQresultStatus(r1) == PGRES_COMMAND_OK &&
 	     PQresultStatus(r2) == PGRES_COMMAND_OK;
 	PQclear(r1);
@@ -350,7 +360,7 @@ static enum write_result exec_json(struct fg_audit *a, const char *stmt,
 	PGresult *res;
 	enum write_result wr;
 
-	res = PQexecPrepared(a->conn, stmt, nparams, params, NULL, NULL, 0);
+	res = fg_pg_exec_prepared(a->conn, &a->io, stmt, nparams, params);
 	if (PQresultStatus(res) == PGRES_COMMAND_OK)
 		wr = WRITE_OK;
 	else if (PQstatus(a->conn) != CONNECTION_OK)
@@ -469,7 +479,8 @@ static void *writer_main(void *arg)
 	int64_t stop_deadline = 0;
 	size_t n = 0, i;
 
-	fg_worker_begin("fg-audit", NULL, 0);
+	fg_worker_begin("fg-audit", &a->abort_pipe[0], 1);
+	fg_pg_io_init(&a->io, a->abort_pipe[0], &a->s.pg);
 
 	batch = calloc((size_t)a->s.batch_size, sizeof(*batch));
 	fg_backoff_reset(&backoff, a->s.retry_max_ms);
@@ -528,6 +539,10 @@ static void *writer_main(void *arg)
 		free(batch[i]);
 	free(batch);
 	disconnect_db(a);
+	pthread_mutex_lock(&a->lock);
+	a->done = 1;
+	pthread_cond_broadcast(&a->cond);
+	pthread_mutex_unlock(&a->lock);
 	return NULL;
 }
 
@@ -553,6 +568,10 @@ struct fg_audit *fg_audit_start(const struct fg_audit_settings *s, char *err,
 		goto oom;
 	a->s.pg.conninfo = a->conninfo;
 	a->s.broker_id = a->broker_id;
+	if (pipe2(a->abort_pipe, O_CLOEXEC) != 0) {
+		fg_seterr(err, errlen, "pipe: %s", strerror(errno));
+		goto fail;
+	}
 	pthread_mutex_init(&a->lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -563,6 +582,8 @@ struct fg_audit *fg_audit_start(const struct fg_audit_settings *s, char *err,
 		          strerror(errno));
 		pthread_mutex_destroy(&a->lock);
 		pthread_cond_destroy(&a->cond);
+		close(a->abort_pipe[0]);
+		close(a->abort_pipe[1]);
 		goto fail;
 	}
 	return a;
@@ -582,15 +603,26 @@ fail:
 
 void fg_audit_stop(struct fg_audit *a)
 {
+	struct timespec ts;
 	size_t i;
 
 	if (a == NULL)
 		return;
+	/* The writer has STOP_FLUSH_MS to write what is queued. A call to a
+	 * database that does not answer is then made to give up, so that
+	 * the join below returns. */
+	fg_timespec_in(&ts, CLOCK_MONOTONIC, STOP_FLUSH_MS + STOP_GRACE_MS);
 	pthread_mutex_lock(&a->lock);
 	a->stopping = 1;
 	pthread_cond_signal(&a->cond);
+	while (!a->done && pthread_cond_timedwait(&a->cond, &a->lock, &ts) == 0)
+		;
 	pthread_mutex_unlock(&a->lock);
+	if (write(a->abort_pipe[1], "x", 1) != 1)
+		fg_log(MOSQ_LOG_ERR, LOG_PREFIX " cannot signal the writer");
 	pthread_join(a->thread, NULL);
+	close(a->abort_pipe[0]);
+	close(a->abort_pipe[1]);
 
 	for (i = 0; i < a->count; i++)
 		free(a->ring[(a->head + i) % (size_t)a->s.queue_size]);

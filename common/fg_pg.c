@@ -1,13 +1,299 @@
 /*
- * PostgreSQL connection setup shared by the worker threads.
+ * PostgreSQL connections shared by the worker threads. See fg_pg.h.
  */
 #include "fg_pg.h"
 
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
-PGconn *fg_pg_connect(const struct fg_pg_settings *s, char *err, size_t errlen)
+/* A server silent this long beyond the statement timeout is lost. */
+#define SILENCE_MARGIN_MS 10000
+
+/*
+ * Why the last wait of this thread gave up, and on which connection:
+ * fg_pg_error reports it in place of libpq's "server closed the
+ * connection" (the closing was ours). Each connection belongs to one
+ * thread.
+ */
+static __thread const PGconn *gave_up_conn;
+static __thread char gave_up_why[96];
+
+enum wait_result { WAIT_READY, WAIT_SILENT, WAIT_ABORT };
+
+void fg_pg_io_init(struct fg_pg_io *io, int abort_fd,
+                   const struct fg_pg_settings *s)
+{
+	io->abort_fd = abort_fd;
+	io->silence_ms = s->statement_timeout_ms > INT_MAX - SILENCE_MARGIN_MS
+	                     ? INT_MAX
+	                     : s->statement_timeout_ms + SILENCE_MARGIN_MS;
+}
+
+bool fg_pg_io_aborted(const struct fg_pg_io *io)
+{
+	struct pollfd p = {.fd = io != NULL ? io->abort_fd : -1,
+	                   .events = POLLIN};
+
+	return p.fd >= 0 && poll(&p, 1, 0) > 0 && p.revents != 0;
+}
+
+/* Wait for events on the connection's socket, the abort descriptor, or
+ * the deadline (fg_mono_ms; 0: none). */
+static enum wait_result wait_sock(PGconn *conn, const struct fg_pg_io *io,
+                                  short events, int64_t deadline)
+{
+	struct pollfd p[2] = {
+	    {.fd = PQsocket(conn), .events = events},
+	    {.fd = io != NULL ? io->abort_fd : -1, .events = POLLIN},
+	};
+
+	/* No socket: let libpq report the broken connection. */
+	if (p[0].fd < 0)
+		return WAIT_READY;
+	for (;;) {
+		int ms = -1, rc;
+
+		if (deadline > 0) {
+			int64_t left = deadline - fg_mono_ms();
+
+			if (left <= 0)
+				return WAIT_SILENT;
+			ms = left > INT_MAX ? INT_MAX : (int)left;
+		}
+		rc = poll(p, 2, ms); /* poll skips a descriptor of -1 */
+		if (rc < 0 && errno == EINTR)
+			continue;
+		if (rc > 0 && p[1].revents != 0)
+			return WAIT_ABORT;
+		if (rc != 0)
+			return WAIT_READY; /* an error: libpq will see it too */
+	}
+}
+
+static int64_t silence_deadline(const struct fg_pg_io *io)
+{
+	return io != NULL && io->silence_ms > 0 ? fg_mono_ms() + io->silence_ms
+	                                        : 0;
+}
+
+/* Close the connection under libpq after a wait gave up: the socket is
+ * shut down and libpq, reading its end, marks the connection bad. */
+static void give_up(PGconn *conn, const struct fg_pg_io *io,
+                    enum wait_result why)
+{
+	int fd = PQsocket(conn);
+
+	if (fd >= 0)
+		(void)shutdown(fd, SHUT_RDWR);
+	(void)PQconsumeInput(conn);
+	gave_up_conn = conn;
+	if (why == WAIT_ABORT)
+		snprintf(gave_up_why, sizeof(gave_up_why),
+		         "stopped while waiting for the database");
+	else
+		snprintf(gave_up_why, sizeof(gave_up_why),
+		         "no answer from the database for %d ms, connection "
+		         "closed",
+		         io->silence_ms);
+}
+
+/* Send what libpq holds for the server. 0, or -1 when a wait gave up
+ * (errors of the connection itself are left for PQgetResult). */
+static int flush_out(PGconn *conn, const struct fg_pg_io *io)
+{
+	int f;
+
+	while ((f = PQflush(conn)) > 0) {
+		enum wait_result w =
+		    wait_sock(conn, io, POLLIN | POLLOUT, silence_deadline(io));
+
+		if (w != WAIT_READY) {
+			give_up(conn, io, w);
+			return -1;
+		}
+		/* The server may answer (an error) before taking it all. */
+		if (PQconsumeInput(conn) == 0)
+			return 0;
+	}
+	return 0;
+}
+
+/* After a PQsend* call: flush, then collect the results as PQexec does
+ * (the last one; stop at a COPY or a broken connection). */
+static PGresult *collect(PGconn *conn, const struct fg_pg_io *io, int sent)
+{
+	PGresult *last = NULL, *r;
+
+	if (!sent || flush_out(conn, io) != 0)
+		return NULL;
+	for (;;) {
+		while (PQisBusy(conn)) {
+			enum wait_result w =
+			    wait_sock(conn, io, POLLIN, silence_deadline(io));
+
+			if (w != WAIT_READY) {
+				give_up(conn, io, w);
+				PQclear(last);
+				return NULL;
+			}
+			if (PQconsumeInput(conn) == 0)
+				break; /* PQgetResult reports the error */
+		}
+		r = PQgetResult(conn);
+		if (r == NULL)
+			break;
+		PQclear(last);
+		last = r;
+		switch (PQresultStatus(r)) {
+		case PGRES_COPY_IN:
+		case PGRES_COPY_OUT:
+		case PGRES_COPY_BOTH:
+			return last;
+		default:
+			break;
+		}
+		if (PQstatus(conn) == CONNECTION_BAD)
+			break;
+	}
+	return last;
+}
+
+PGresult *fg_pg_exec(PGconn *conn, const struct fg_pg_io *io, const char *sql)
+{
+	return collect(conn, io, PQsendQuery(conn, sql));
+}
+
+PGresult *fg_pg_exec_params(PGconn *conn, const struct fg_pg_io *io,
+                            const char *sql, int n, const char *const *vals,
+                            const int *lens, const int *fmts)
+{
+	return collect(
+	    conn, io,
+	    PQsendQueryParams(conn, sql, n, NULL, vals, lens, fmts, 0));
+}
+
+PGresult *fg_pg_prepare(PGconn *conn, const struct fg_pg_io *io,
+                        const char *name, const char *sql, int n)
+{
+	return collect(conn, io, PQsendPrepare(conn, name, sql, n, NULL));
+}
+
+PGresult *fg_pg_exec_prepared(PGconn *conn, const struct fg_pg_io *io,
+                              const char *name, int n, const char *const *vals)
+{
+	return collect(conn, io,
+	               PQsendQueryPrepared(conn, name, n, vals, NULL, NULL, 0));
+}
+
+int fg_pg_put_copy(PGconn *conn, const struct fg_pg_io *io, const char *buf,
+                   size_t len)
+{
+	bool retried = false;
+
+	while (len > 0) {
+		/* libpq takes an int; its buffer grows to what it is given. */
+		int part = len > (1u << 20) ? 1 << 20 : (int)len;
+		int r = PQputCopyData(conn, buf, part);
+
+		if (r < 0)
+			return -1;
+		if (r == 0) { /* no room: send what is held, then again */
+			if (retried || flush_out(conn, io) != 0 ||
+			    PQstatus(conn) != CONNECTION_OK)
+				return -1;
+			retried = true;
+			continue;
+		}
+		retried = false;
+		buf += part;
+		len -= (size_t)part;
+		if (flush_out(conn, io) != 0)
+			return -1;
+	}
+	return PQstatus(conn) == CONNECTION_OK ? 0 : -1;
+}
+
+PGresult *fg_pg_end_copy(PGconn *conn, const struct fg_pg_io *io,
+                         const char *errmsg)
+{
+	int r;
+
+	while ((r = PQputCopyEnd(conn, errmsg)) == 0) {
+		if (flush_out(conn, io) != 0 || PQstatus(conn) != CONNECTION_OK)
+			return NULL;
+	}
+	return collect(conn, io, r == 1);
+}
+
+void fg_pg_finish(PGconn *conn)
+{
+	if (conn != NULL && conn == gave_up_conn)
+		gave_up_conn = NULL;
+	PQfinish(conn);
+}
+
+/* The connect timeout in force (conninfo may override ours), in ms;
+ * libpq's rules: 0 or less waits for ever, 1 means 2. */
+static int connect_timeout_ms(PGconn *conn, int ours_s)
+{
+	PQconninfoOption *opts = PQconninfo(conn), *o;
+	long s = ours_s;
+
+	for (o = opts; o != NULL && o->keyword != NULL; o++)
+		if (strcmp(o->keyword, "connect_timeout") == 0 &&
+		    o->val != NULL && o->val[0] != '\0')
+			s = strtol(o->val, NULL, 10);
+	PQconninfoFree(opts);
+	if (s <= 0)
+		return 0;
+	if (s < 2)
+		s = 2;
+	return s > INT_MAX / 1000 ? INT_MAX : (int)s * 1000;
+}
+
+/* Drive the connection attempt to its end. 0, or -1 with err set. */
+static int connect_poll(PGconn *conn, const struct fg_pg_io *io, int timeout_ms,
+                        char *err, size_t errlen)
+{
+	PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+	int64_t deadline = timeout_ms > 0 ? fg_mono_ms() + timeout_ms : 0;
+	char line[256];
+
+	while (st != PGRES_POLLING_OK) {
+		enum wait_result w;
+
+		if (st == PGRES_POLLING_FAILED) {
+			fg_seterr(err, errlen, "%s",
+			          fg_pg_error(conn, line, sizeof(line)));
+			return -1;
+		}
+		w = wait_sock(conn, io,
+		              st == PGRES_POLLING_READING ? POLLIN : POLLOUT,
+		              deadline);
+		if (w == WAIT_ABORT) {
+			fg_seterr(err, errlen,
+			          "stopped while connecting to the database");
+			return -1;
+		}
+		if (w == WAIT_SILENT) {
+			fg_seterr(err, errlen,
+			          "timeout expired after %d ms connecting to "
+			          "the database",
+			          timeout_ms);
+			return -1;
+		}
+		st = PQconnectPoll(conn);
+	}
+	return 0;
+}
+
+PGconn *fg_pg_connect(const struct fg_pg_settings *s, const struct fg_pg_io *io,
+                      char *err, size_t errlen)
 {
 	char timeout[16], st[64], line[256];
 	PGconn *conn;
@@ -33,25 +319,37 @@ PGconn *fg_pg_connect(const struct fg_pg_settings *s, char *err, size_t errlen)
 	    NULL,
 	};
 
-	conn = PQconnectdbParams(keys, vals, 1);
+	/* Host names are resolved in here, before any wait: a conninfo
+	 * with hostaddr avoids that lookup. */
+	conn = PQconnectStartParams(keys, vals, 1);
 	if (conn == NULL) {
 		fg_seterr(err, errlen, "out of memory");
 		return NULL;
 	}
-	if (PQstatus(conn) != CONNECTION_OK) {
-		fg_seterr(err, errlen, "%s",
-		          fg_pg_error(conn, line, sizeof(line)));
-		PQfinish(conn);
+	if (PQstatus(conn) == CONNECTION_BAD ||
+	    connect_poll(conn, io,
+	                 connect_timeout_ms(conn, s->connect_timeout_s), err,
+	                 errlen) != 0) {
+		if (PQstatus(conn) == CONNECTION_BAD)
+			fg_seterr(err, errlen, "%s",
+			          fg_pg_error(conn, line, sizeof(line)));
+		fg_pg_finish(conn);
+		return NULL;
+	}
+	if (PQsetnonblocking(conn, 1) != 0) {
+		fg_seterr(err, errlen,
+		          "cannot make the connection nonblocking");
+		fg_pg_finish(conn);
 		return NULL;
 	}
 	snprintf(st, sizeof(st), "SET statement_timeout = %d",
 	         s->statement_timeout_ms);
-	res = PQexec(conn, st);
+	res = fg_pg_exec(conn, io, st);
 	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 		fg_seterr(err, errlen, "%s",
 		          fg_pg_error(conn, line, sizeof(line)));
 		PQclear(res);
-		PQfinish(conn);
+		fg_pg_finish(conn);
 		return NULL;
 	}
 	PQclear(res);
@@ -63,6 +361,8 @@ const char *fg_pg_error(PGconn *conn, char *buf, size_t len)
 	const char *msg = conn ? PQerrorMessage(conn) : "no connection";
 	size_t i;
 
+	if (conn != NULL && conn == gave_up_conn)
+		msg = gave_up_why;
 	snprintf(buf, len, "%s", msg && *msg ? msg : "unknown error");
 	/* libpq messages span lines; a log line must not. */
 	for (i = 0; buf[i] != '\0'; i++) {

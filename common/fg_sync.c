@@ -30,7 +30,8 @@ struct fg_sync {
 	pthread_mutex_t lock;
 	struct fg_registry *mailbox;
 
-	PGconn *conn; /* loader thread only */
+	PGconn *conn; /* loader thread only, like io */
+	struct fg_pg_io io;
 	int was_connected;
 	struct fg_throttle conn_throttle;
 };
@@ -63,11 +64,11 @@ static const char LIMITS_SQL[] =
     "coalesce(bytes_per_window, -1), coalesce(window_s, -1), "
     "coalesce(burst, -1) FROM fleetgate.rate_limits";
 
-static PGresult *run(PGconn *conn, const char *sql, ExecStatusType want,
-                     char *err, size_t errlen)
+static PGresult *run(PGconn *conn, const struct fg_pg_io *io, const char *sql,
+                     ExecStatusType want, char *err, size_t errlen)
 {
 	char line[256];
-	PGresult *res = PQexec(conn, sql);
+	PGresult *res = fg_pg_exec(conn, io, sql);
 
 	if (PQresultStatus(res) != want) {
 		fg_seterr(err, errlen, "%s",
@@ -182,19 +183,21 @@ oom:
 	return -1;
 }
 
-struct fg_registry *fg_sync_load(PGconn *conn, char *err, size_t errlen)
+struct fg_registry *fg_sync_load(PGconn *conn, const struct fg_pg_io *io,
+                                 char *err, size_t errlen)
 {
 	PGresult *res[6] = {NULL, NULL, NULL, NULL, NULL, NULL}, *r;
 	struct fg_registry *reg = NULL;
 	int version, i, ok = 0;
 
-	r = run(conn, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+	r = run(conn, io, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
 	        PGRES_COMMAND_OK, err, errlen);
 	if (r == NULL)
 		return NULL;
 	PQclear(r);
 	for (i = 0; i < 4; i++) {
-		res[i] = run(conn, LOAD_SQL[i], PGRES_TUPLES_OK, err, errlen);
+		res[i] =
+		    run(conn, io, LOAD_SQL[i], PGRES_TUPLES_OK, err, errlen);
 		if (res[i] == NULL)
 			goto out;
 	}
@@ -207,12 +210,13 @@ struct fg_registry *fg_sync_load(PGconn *conn, char *err, size_t errlen)
 		goto out;
 	}
 	if (version >= FG_SCHEMA_RULES) {
-		res[4] = run(conn, RULES_SQL, PGRES_TUPLES_OK, err, errlen);
+		res[4] = run(conn, io, RULES_SQL, PGRES_TUPLES_OK, err, errlen);
 		if (res[4] == NULL)
 			goto out;
 	}
 	if (version >= FG_SCHEMA_LIMITS) {
-		res[5] = run(conn, LIMITS_SQL, PGRES_TUPLES_OK, err, errlen);
+		res[5] =
+		    run(conn, io, LIMITS_SQL, PGRES_TUPLES_OK, err, errlen);
 		if (res[5] == NULL)
 			goto out;
 	}
@@ -232,8 +236,13 @@ struct fg_registry *fg_sync_load(PGconn *conn, char *err, size_t errlen)
 out:
 	for (i = 0; i < 6; i++)
 		PQclear(res[i]);
-	r = run(conn, ok ? "COMMIT" : "ROLLBACK", PGRES_COMMAND_OK, NULL, 0);
-	PQclear(r);
+	/* After a failure the connection may be gone; then the server ends
+	 * the transaction itself. */
+	if (PQstatus(conn) == CONNECTION_OK) {
+		r = run(conn, io, ok ? "COMMIT" : "ROLLBACK", PGRES_COMMAND_OK,
+		        NULL, 0);
+		PQclear(r);
+	}
 	if (!ok) {
 		fg_registry_free(reg);
 		return NULL;
@@ -286,7 +295,7 @@ static int wait_fd(struct fg_sync *sy, int fd, int ms)
 
 static void drop_conn(struct fg_sync *sy)
 {
-	PQfinish(sy->conn);
+	fg_pg_finish(sy->conn);
 	sy->conn = NULL;
 }
 
@@ -296,9 +305,9 @@ static int connect_and_listen(struct fg_sync *sy)
 	PGresult *r;
 	uint64_t suppressed;
 
-	sy->conn = fg_pg_connect(&sy->s.pg, err, sizeof(err));
+	sy->conn = fg_pg_connect(&sy->s.pg, &sy->io, err, sizeof(err));
 	if (sy->conn != NULL) {
-		r = run(sy->conn, "LISTEN " FG_REGISTRY_CHANNEL,
+		r = run(sy->conn, &sy->io, "LISTEN " FG_REGISTRY_CHANNEL,
 		        PGRES_COMMAND_OK, err, sizeof(err));
 		if (r != NULL) {
 			PQclear(r);
@@ -306,7 +315,8 @@ static int connect_and_listen(struct fg_sync *sy)
 		}
 		drop_conn(sy);
 	}
-	if (fg_throttle_hit(&sy->conn_throttle, 60000, &suppressed))
+	if (!fg_pg_io_aborted(&sy->io) &&
+	    fg_throttle_hit(&sy->conn_throttle, 60000, &suppressed))
 		fg_log(MOSQ_LOG_ERR,
 		       LOG_PREFIX
 		       " database unreachable (failed_attempts=%llu),"
@@ -320,13 +330,15 @@ static int connect_and_listen(struct fg_sync *sy)
 static int reload(struct fg_sync *sy)
 {
 	char err[FG_ERRLEN];
-	struct fg_registry *reg = fg_sync_load(sy->conn, err, sizeof(err));
+	struct fg_registry *reg =
+	    fg_sync_load(sy->conn, &sy->io, err, sizeof(err));
 
 	if (reg == NULL) {
-		fg_log(MOSQ_LOG_ERR,
-		       LOG_PREFIX " cannot load the registry, keeping the "
-		                  "previous one: %s",
-		       err);
+		if (!fg_pg_io_aborted(&sy->io))
+			fg_log(MOSQ_LOG_ERR,
+			       LOG_PREFIX " cannot load the registry, keeping "
+			                  "the previous one: %s",
+			       err);
 		drop_conn(sy);
 		return -1;
 	}
@@ -362,6 +374,8 @@ static void *loader_main(void *arg)
 	int64_t next_full = 0;
 
 	fg_worker_begin("fg-registry", &sy->stop_pipe[0], 1);
+	/* Nothing to finish at a stop: every wait ends with it. */
+	fg_pg_io_init(&sy->io, sy->stop_pipe[0], &sy->s.pg);
 
 	fg_backoff_reset(&backoff, sy->s.retry_max_ms);
 	for (;;) {

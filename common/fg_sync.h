@@ -43,6 +43,7 @@ struct fg_registry *fg_sync_take(struct fg_sync *sy);
 
 /* Load the registry over an open connection (exposed for tests). Returns
  * the finalised registry or NULL with err set. */
-struct fg_registry *fg_sync_load(PGconn *conn, char *err, size_t errlen);
+struct fg_registry *fg_sync_load(PGconn *conn, const struct fg_pg_io *io,
+                                 char *err, size_t errlen);
 
 #endif

@@ -15,6 +15,7 @@
 #include "persist_writer.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -31,7 +32,10 @@
 #define LOG_PREFIX "fleetgate-persist:"
 #define COPY_CHUNK (256u << 10)
 #define PARTITIONS_EVERY_MS (3600 * 1000)
-#define STOP_WAIT_S 5
+/* A stop lets the batch in flight finish this long, then makes the
+ * writer's database calls give up (the journal keeps what they were
+ * sending), and waits this long again for the thread to return. */
+#define STOP_WAIT_MS 1000
 #define WRITER_NICE 10
 
 static const char COPY_SQL[] =
@@ -81,9 +85,11 @@ struct writer {
 	pthread_cond_t cond;
 	bool stop, done;
 	struct writer_stats stats;
+	int abort_pipe[2]; /* written when a stop cannot wait any longer */
 
 	/* writer thread only */
 	PGconn *conn;
+	struct fg_pg_io io;
 	uint64_t stored_upto; /* entries <= are in the database */
 	int64_t partitions_at_ms;
 	struct journal_cursor cur;
@@ -235,14 +241,14 @@ static int copy_line(struct writer *w, const struct journal_record *r)
 
 static void disconnect(struct writer *w)
 {
-	PQfinish(w->conn);
+	fg_pg_finish(w->conn);
 	w->conn = NULL;
 }
 
 static PGresult *exec_params(struct writer *w, const char *sql, int n,
                              const char *const *vals)
 {
-	return PQexecParams(w->conn, sql, n, NULL, vals, NULL, NULL, 0);
+	return fg_pg_exec_params(w->conn, &w->io, sql, n, vals, NULL, NULL);
 }
 
 static bool ok_result(PGresult *res)
@@ -268,7 +274,8 @@ static void ensure_partitions(struct writer *w)
 	if (fg_mono_ms() - w->partitions_at_ms < PARTITIONS_EVERY_MS &&
 	    w->partitions_at_ms != 0)
 		return;
-	res = PQexec(w->conn, "SELECT fleetgate.ensure_reading_partitions()");
+	res = fg_pg_exec(w->conn, &w->io,
+	                 "SELECT fleetgate.ensure_reading_partitions()");
 	if (!ok_result(res)) {
 		/* Rows still land in the default partition; try again in a
 		 * minute rather than on every pass. */
@@ -359,10 +366,18 @@ static int ensure_conn(struct writer *w)
 	if (w->conn != NULL && PQstatus(w->conn) == CONNECTION_OK)
 		return 0;
 	disconnect(w);
-	w->conn = fg_pg_connect(&w->s.pg, err, sizeof(err));
-	if (w->conn != NULL && PQsetClientEncoding(w->conn, "UTF8") != 0) {
-		fg_seterr(err, sizeof(err), "cannot set client_encoding");
-		disconnect(w);
+	w->conn = fg_pg_connect(&w->s.pg, &w->io, err, sizeof(err));
+	if (w->conn != NULL) {
+		/* libpq follows the server's report of the change. */
+		PGresult *res =
+		    fg_pg_exec(w->conn, &w->io, "SET client_encoding = 'UTF8'");
+
+		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+			fg_seterr(err, sizeof(err),
+			          "cannot set client_encoding");
+			disconnect(w);
+		}
+		PQclear(res);
 	}
 	if (w->conn != NULL && claim_progress(w) != 0) {
 		fg_seterr(err, sizeof(err), "progress row not usable");
@@ -372,7 +387,8 @@ static int ensure_conn(struct writer *w)
 		pthread_mutex_lock(&w->lock);
 		w->stats.db_up = false;
 		pthread_mutex_unlock(&w->lock);
-		if (fg_throttle_hit(&w->down_throttle, 60000, &suppressed))
+		if (!fg_pg_io_aborted(&w->io) &&
+		    fg_throttle_hit(&w->down_throttle, 60000, &suppressed))
 			fg_log(MOSQ_LOG_WARNING,
 			       LOG_PREFIX
 			       " database unreachable, readings wait "
@@ -424,7 +440,7 @@ static enum send_result classify(struct writer *w, PGresult *res,
 static enum send_result exec_step(struct writer *w, const char *sql,
                                   const char *what)
 {
-	PGresult *res = PQexec(w->conn, sql);
+	PGresult *res = fg_pg_exec(w->conn, &w->io, sql);
 	enum send_result sr = ok_result(res) ? SEND_OK : classify(w, res, what);
 	PQclear(res);
 	return sr;
@@ -432,7 +448,7 @@ static enum send_result exec_step(struct writer *w, const char *sql,
 
 static enum send_result start_copy(struct writer *w)
 {
-	PGresult *res = PQexec(w->conn, COPY_SQL);
+	PGresult *res = fg_pg_exec(w->conn, &w->io, COPY_SQL);
 	enum send_result sr = SEND_OK;
 
 	if (PQresultStatus(res) != PGRES_COPY_IN)
@@ -441,12 +457,12 @@ static enum send_result start_copy(struct writer *w)
 	return sr;
 }
 
-/* Hand what is buffered to libpq (which sends it while the writer reads
- * on: the database parses one part while the next is prepared). */
+/* Send what is buffered (the database parses one part while the next is
+ * prepared). */
 static enum send_result push_copy(struct writer *w)
 {
 	if (w->copy.len > 0 &&
-	    PQputCopyData(w->conn, w->copy.p, (int)w->copy.len) != 1) {
+	    fg_pg_put_copy(w->conn, &w->io, w->copy.p, w->copy.len) != 0) {
 		log_db_error(w, "COPY data", NULL);
 		return SEND_RETRY;
 	}
@@ -460,13 +476,10 @@ static enum send_result end_copy(struct writer *w, bool ok)
 	enum send_result sr = ok ? push_copy(w) : SEND_RETRY;
 	PGresult *res;
 
-	if (PQputCopyEnd(w->conn, sr == SEND_OK ? NULL : "aborted") != 1)
-		sr = SEND_RETRY;
-	while ((res = PQgetResult(w->conn)) != NULL) {
-		if (sr == SEND_OK && !ok_result(res))
-			sr = classify(w, res, "COPY");
-		PQclear(res);
-	}
+	res = fg_pg_end_copy(w->conn, &w->io, sr == SEND_OK ? NULL : "aborted");
+	if (sr == SEND_OK && !ok_result(res))
+		sr = classify(w, res, "COPY");
+	PQclear(res);
 	return ok ? sr : SEND_RETRY;
 }
 
@@ -585,7 +598,7 @@ static enum send_result send_batch(struct writer *w, struct batch *b)
 	if (sr == SEND_OK)
 		sr = exec_step(w, "COMMIT", "COMMIT");
 	if (sr != SEND_OK && PQstatus(w->conn) == CONNECTION_OK) {
-		PGresult *res = PQexec(w->conn, "ROLLBACK");
+		PGresult *res = fg_pg_exec(w->conn, &w->io, "ROLLBACK");
 		PQclear(res);
 	}
 	return sr;
@@ -632,7 +645,8 @@ set_aside(struct writer *w, const struct journal_record *r, const char *why)
 	lens[6] = (int)r->f[JF_PAYLOAD].len;
 	fmts[6] = 1; /* bytea, sent as raw bytes */
 	vals[7] = why;
-	res = PQexecParams(w->conn, REJECT_SQL, 8, NULL, vals, lens, fmts, 0);
+	res =
+	    fg_pg_exec_params(w->conn, &w->io, REJECT_SQL, 8, vals, lens, fmts);
 	sr = ok_result(res) ? SEND_OK : classify(w, res, "setting aside");
 	PQclear(res);
 	free(dev);
@@ -743,7 +757,7 @@ static enum send_result send_one_by_one(struct writer *w, struct batch *b)
 		sr = exec_step(w, "COMMIT", "COMMIT");
 	if (sr != SEND_OK && w->conn != NULL &&
 	    PQstatus(w->conn) == CONNECTION_OK) {
-		PGresult *res = PQexec(w->conn, "ROLLBACK");
+		PGresult *res = fg_pg_exec(w->conn, &w->io, "ROLLBACK");
 		PQclear(res);
 	}
 	return sr;
@@ -812,11 +826,13 @@ static void *writer_main(void *arg)
 	char err[FG_ERRLEN];
 	uint64_t skipped_logged = 0;
 
-	int keep = journal_dirfd(w->j);
+	int keep[2] = {journal_dirfd(w->j), w->abort_pipe[0]};
 
-	/* The journal directory is the one descriptor of the broker's the
-	 * writer uses: segments and the checkpoint are opened by name. */
-	fg_worker_begin("fg-persist", &keep, 1);
+	/* Of the broker's descriptors the writer uses the journal directory
+	 * (segments and the checkpoint are opened by name) and the abort
+	 * pipe. */
+	fg_worker_begin("fg-persist", keep, 2);
+	fg_pg_io_init(&w->io, w->abort_pipe[0], &w->s.pg);
 	/* The journal absorbs bursts; when the machine is short of CPU the
 	 * broker thread, which every client waits on, goes first and the
 	 * writer catches up later. (Linux applies nice to the thread.) */
@@ -897,6 +913,10 @@ struct writer *writer_start(struct journal *j, const struct writer_settings *s,
 		fg_seterr(err, errlen, "out of memory");
 		goto fail;
 	}
+	if (pipe2(w->abort_pipe, O_CLOEXEC) != 0) {
+		fg_seterr(err, errlen, "pipe: %s", strerror(errno));
+		goto fail;
+	}
 	pthread_mutex_init(&w->lock, NULL);
 	pthread_cond_init(&w->cond, NULL);
 	if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
@@ -904,6 +924,8 @@ struct writer *writer_start(struct journal *j, const struct writer_settings *s,
 		          strerror(errno));
 		pthread_mutex_destroy(&w->lock);
 		pthread_cond_destroy(&w->cond);
+		close(w->abort_pipe[0]);
+		close(w->abort_pipe[1]);
 		goto fail;
 	}
 	return w;
@@ -915,25 +937,47 @@ fail:
 	return NULL;
 }
 
-int writer_stop(struct writer *w)
+/* Wait up to ms for the thread to finish; true when it has. Called with
+ * the lock held. */
+static bool wait_done_locked(struct writer *w, int ms)
 {
 	struct timespec ts;
-	int rc = 0;
+
+	fg_timespec_in(&ts, CLOCK_REALTIME, ms);
+	while (!w->done && pthread_cond_timedwait(&w->cond, &w->lock, &ts) == 0)
+		;
+	return w->done;
+}
+
+int writer_stop(struct writer *w)
+{
+	bool done;
 
 	if (w == NULL)
 		return 0;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += STOP_WAIT_S;
 	pthread_mutex_lock(&w->lock);
 	w->stop = true;
 	pthread_cond_broadcast(&w->cond);
 	journal_wake(w->j);
-	while (!w->done && rc == 0)
-		rc = pthread_cond_timedwait(&w->cond, &w->lock, &ts);
+	done = wait_done_locked(w, STOP_WAIT_MS);
 	pthread_mutex_unlock(&w->lock);
-	if (!w->done) {
-		/* Stuck in a call to a database that does not answer: leave
-		 * the thread (and what it uses) to the process's exit. */
+	if (!done) {
+		/* A database that does not answer: make its calls give up. */
+		if (write(w->abort_pipe[1], "x", 1) != 1)
+			fg_log(MOSQ_LOG_ERR,
+			       LOG_PREFIX " cannot signal the writer");
+		pthread_mutex_lock(&w->lock);
+		done = wait_done_locked(w, STOP_WAIT_MS);
+		pthread_mutex_unlock(&w->lock);
+		if (done)
+			fg_log(MOSQ_LOG_NOTICE,
+			       LOG_PREFIX " stopped waiting for the database "
+			                  "at shutdown; what the writer was "
+			                  "sending stays in the journal");
+	}
+	if (!done) {
+		/* Stuck outside any wait of ours: leave the thread (and
+		 * what it uses) to the process's exit. */
 		fg_log(MOSQ_LOG_WARNING,
 		       LOG_PREFIX " writer still waiting on the database at "
 		                  "shutdown; what it was sending stays in the "
@@ -942,6 +986,8 @@ int writer_stop(struct writer *w)
 		return -1;
 	}
 	pthread_join(w->thread, NULL);
+	close(w->abort_pipe[0]);
+	close(w->abort_pipe[1]);
 	pthread_mutex_destroy(&w->lock);
 	pthread_cond_destroy(&w->cond);
 	free(w->copy.p);

@@ -251,7 +251,7 @@ fg_broker_stop p3
 # Devices publish numbered QoS 1 readings with fg_oracle, which records
 # every number the broker acknowledged; after each scenario every
 # acknowledged number must be stored exactly once.
-for i in $(seq 1 12); do
+for i in $(seq 1 13); do
 	fg_device_cert "o$i"
 	fg_register_device "o$i" m1 "$FG_CERTS/o$i.crt"
 done
@@ -389,6 +389,33 @@ sleep 2
 fg_pg_resume || fg_bail "PostgreSQL did not start again"
 oracle_done o9 "PostgreSQL and broker down together: every reading acknowledged"
 oracle_check o9 "PostgreSQL and broker down together"
+
+# The broker told to stop (SIGTERM) while PostgreSQL is frozen: its
+# database calls give up, it ends by itself, and what it journaled is
+# stored after its restart. (It used to wait for the database to thaw.)
+oracle_bg o13 L1 8000 --rate 1000
+sleep 1.5
+fg_pg_freeze
+sleep 1
+stopping_pid=${FG_BROKER_PID[L1]}
+broker_gone() { ! kill -0 "$stopping_pid" 2>/dev/null; }
+t0=$(fg_now_ms)
+kill -TERM "$stopping_pid"
+if fg_wait_until 15 broker_gone; then
+	pass "PostgreSQL frozen: the broker ends on SIGTERM without waiting for the database"
+	fg_diag "it ended $(($(fg_now_ms) - t0)) ms after SIGTERM"
+else
+	fail "PostgreSQL frozen: the broker ends on SIGTERM without waiting for the database" \
+		"still running $(($(fg_now_ms) - t0)) ms after SIGTERM"
+fi
+fg_broker_stop L1
+is "${FG_BROKER_STATUS[L1]}" 0 "... with exit status 0"
+ok 'fg_log_has L1 "fleetgate-persist: stopped waiting for the database at shutdown; what the writer was sending stays in the journal"' \
+	"... and says that the journal keeps what was being sent"
+fg_pg_thaw
+fg_broker_restart L1 || fg_bail "broker L1 did not start again"
+oracle_done o13 "broker stopped while PostgreSQL was frozen: every reading acknowledged"
+oracle_check o13 "broker stopped while PostgreSQL was frozen"
 fg_broker_stop L1
 
 # fsync always and never store the same way (the difference is what a
