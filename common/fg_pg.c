@@ -292,22 +292,27 @@ static int connect_poll(PGconn *conn, const struct fg_pg_io *io, int timeout_ms,
 	return 0;
 }
 
-PGconn *fg_pg_connect(const struct fg_pg_settings *s, const struct fg_pg_io *io,
-                      char *err, size_t errlen)
+/*
+ * One connection attempt: our defaults, then the user's conninfo
+ * (expanded from dbname, so anything it sets wins), then the overrides
+ * (host, hostaddr, port; NULL: none) that pick one host of a list.
+ */
+static PGconn *connect_one(const struct fg_pg_settings *s,
+                           const struct fg_pg_io *io, const char *const over[3],
+                           char *err, size_t errlen)
 {
 	char timeout[16], st[64], line[256];
 	PGconn *conn;
 	PGresult *res;
+	size_t n = 8;
 
 	snprintf(timeout, sizeof(timeout), "%d", s->connect_timeout_s);
-	/* Our defaults come first; the user's conninfo (expanded from
-	 * dbname) comes last, so anything it sets wins. */
-	const char *const keys[] = {
+	const char *keys[12] = {
 	    "connect_timeout",     "keepalives",       "keepalives_idle",
 	    "keepalives_interval", "keepalives_count", "tcp_user_timeout",
-	    "application_name",    "dbname",           NULL,
+	    "application_name",    "dbname",
 	};
-	const char *const vals[] = {
+	const char *vals[12] = {
 	    timeout,
 	    "1",
 	    "10",
@@ -316,9 +321,16 @@ PGconn *fg_pg_connect(const struct fg_pg_settings *s, const struct fg_pg_io *io,
 	    "15000",
 	    s->application_name,
 	    s->conninfo ? s->conninfo : "",
-	    NULL,
 	};
+	static const char *const over_keys[3] = {"host", "hostaddr", "port"};
 
+	for (int i = 0; i < 3; i++) {
+		if (over != NULL && over[i] != NULL) {
+			keys[n] = over_keys[i];
+			vals[n++] = over[i];
+		}
+	}
+	keys[n] = vals[n] = NULL;
 	/* Host names are resolved in here, before any wait: a conninfo
 	 * with hostaddr avoids that lookup. */
 	conn = PQconnectStartParams(keys, vals, 1);
@@ -353,6 +365,120 @@ PGconn *fg_pg_connect(const struct fg_pg_settings *s, const struct fg_pg_io *io,
 		return NULL;
 	}
 	PQclear(res);
+	return conn;
+}
+
+/* The value of keyword in opts, or NULL when unset or empty. */
+static const char *opt_value(const PQconninfoOption *opts, const char *keyword)
+{
+	for (; opts != NULL && opts->keyword != NULL; opts++)
+		if (strcmp(opts->keyword, keyword) == 0)
+			return opts->val != NULL && opts->val[0] != '\0'
+			           ? opts->val
+			           : NULL;
+	return NULL;
+}
+
+/* Items of a comma-separated list (0 for NULL); *empty is set when one
+ * of them is empty. */
+static int list_count(const char *list, bool *empty)
+{
+	int n = 1;
+
+	if (list == NULL)
+		return 0;
+	for (const char *p = list;; p++) {
+		if ((*p == ',' || *p == '\0') && (p == list || p[-1] == ','))
+			*empty = true;
+		if (*p == '\0')
+			break;
+		n += *p == ',';
+	}
+	return n;
+}
+
+/* Item i of list, or of a one-item list for every i; NULL for NULL. */
+static char *list_item(const char *list, int i)
+{
+	const char *p = list, *end;
+
+	if (list == NULL)
+		return NULL;
+	if (strchr(list, ',') != NULL)
+		for (; i > 0; i--)
+			p = strchr(p, ',') + 1;
+	end = strchr(p, ',');
+	return strndup(p, end != NULL ? (size_t)(end - p) : strlen(p));
+}
+
+/*
+ * A conninfo naming several hosts is tried one host at a time, each with
+ * the whole connect timeout, in order, as libpq's own blocking connect
+ * does: so that a host that takes the connection and never answers (or
+ * drops it silently) does not use up the timeout of the ones after it.
+ * Lists libpq itself would refuse, or with empty items, are left to it.
+ */
+PGconn *fg_pg_connect(const struct fg_pg_settings *s, const struct fg_pg_io *io,
+                      char *err, size_t errlen)
+{
+	PQconninfoOption *mine, *defs;
+	const char *host, *addr, *port;
+	char *perr = NULL, one[FG_ERRLEN];
+	int nhost, naddr, nport, n;
+	bool empty = false;
+	PGconn *conn = NULL;
+	size_t used = 0;
+
+	mine = PQconninfoParse(s->conninfo ? s->conninfo : "", &perr);
+	PQfreemem(perr);
+	defs = PQconndefaults();
+	/* The conninfo's value, else the environment's (PGHOST...). */
+	host = opt_value(mine, "host") ? opt_value(mine, "host")
+	                               : opt_value(defs, "host");
+	addr = opt_value(mine, "hostaddr") ? opt_value(mine, "hostaddr")
+	                                   : opt_value(defs, "hostaddr");
+	port = opt_value(mine, "port") ? opt_value(mine, "port")
+	                               : opt_value(defs, "port");
+	nhost = list_count(host, &empty);
+	naddr = list_count(addr, &empty);
+	nport = list_count(port, &empty);
+	n = nhost > naddr ? nhost : naddr;
+	if (mine == NULL || n < 2 || empty || (nhost != 0 && nhost != n) ||
+	    (naddr != 0 && naddr != n) || (nport > 1 && nport != n)) {
+		conn = connect_one(s, io, NULL, err, errlen);
+		goto out;
+	}
+	for (int i = 0; i < n && conn == NULL; i++) {
+		char *over[3] = {list_item(host, i), list_item(addr, i),
+		                 list_item(port, i)};
+
+		if ((host != NULL && over[0] == NULL) ||
+		    (addr != NULL && over[1] == NULL) ||
+		    (port != NULL && over[2] == NULL)) {
+			fg_seterr(err, errlen, "out of memory");
+		} else {
+			conn = connect_one(s, io, (const char *const *)over,
+			                   one, sizeof(one));
+			if (conn == NULL && used < errlen) {
+				/* Every host's failure, as libpq lists them. */
+				int w = snprintf(
+				    err + used, errlen - used, "%shost %s: %s",
+				    used > 0 ? "; " : "",
+				    over[0] ? over[0] : over[1], one);
+				used += w > 0 ? (size_t)w : 0;
+			}
+		}
+		for (int k = 0; k < 3; k++)
+			free(over[k]);
+		if (conn == NULL && fg_pg_io_aborted(io)) {
+			fg_seterr(err, errlen,
+			          "stopped while connecting to the database");
+			break;
+		}
+	}
+out:
+	PQconninfoFree(mine);
+	PQconninfoFree(defs);
 	return conn;
 }
 

@@ -8,9 +8,14 @@
 # the subscribers are dashboards of municipality north subscribed to
 # water/north/#, the publisher sends to water/north/fanout-pub/readings, so
 # every message is delivered to every subscriber, and each delivery is one
-# READ ACL check in the broker. Four brokers run side by side:
+# READ ACL check in the broker. Five brokers run side by side:
 #   bare    mosquitto alone, allow_anonymous true (the usernames are sent
 #           and not checked)
+#   thread  the bare broker plus test/bench/thread/fg_threadbase.c, a
+#           plugin that only starts one idle thread (with a descriptor
+#           table of its own, as fleetgate's workers): what any plugin
+#           with a worker thread costs before it does anything, the floor
+#           under auth and acl (acl/thread)
 #   auth    fleetgate_auth.so alone: no plugin answers ACL checks, so the
 #           broker allows everything. Not a configuration to run; it tells
 #           the cost of the ACL checks apart from that of having a plugin
@@ -25,10 +30,10 @@
 #           many ACL entries in all (dynamic security has no %m, %u or %c:
 #           they are written out)
 # For each of FANOUT_ROUNDS rounds and each QoS (0, 1) it loads the brokers
-# in turn (bare, auth, acl, dynsec, each round starting one later) for
+# in turn (bare, thread, auth, acl, dynsec, each round starting one later) for
 # FANOUT_SECONDS, so that noise on the machine falls on all of them
 # alike, and prints each run, the medians and the ratios acl/bare,
-# acl/auth and acl/dynsec, with the interquartile range of the per-round
+# acl/thread, acl/auth, acl/dynsec and thread/bare, with the interquartile range of the per-round
 # ratios: on this kind of machine the rounds of one run spread by 10% and
 # more, and the range says how far a median can be trusted. The CPU the
 # broker's main thread spent per delivery is printed too: where other
@@ -49,9 +54,9 @@
 #
 # Environment: FANOUT_ROUNDS (8), FANOUT_SECONDS (2), FANOUT_WARMUP (0.5),
 # FANOUT_SUBSCRIBERS (50), FANOUT_RULES (1000), FANOUT_WINDOW (200),
-# FANOUT_NICE (19), FANOUT_MODES ("bare auth acl dynsec", any subset),
+# FANOUT_NICE (19), FANOUT_MODES ("bare thread auth acl dynsec", any subset),
 # FANOUT_QOS ("0 1"), FANOUT_NODELAY (0), FANOUT_DYNSEC (the plugin's
-# path), and lib.sh's FG_BUILD, FG_KEEP. About 3 minutes with the
+# path), and lib.sh's FG_BUILD, FG_KEEP. About 4 minutes with the
 # defaults.
 # Exit status: 0 when every check passed, 1 otherwise.
 set -euo pipefail
@@ -68,7 +73,7 @@ bench_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 : "${FANOUT_RULES:=1000}"
 : "${FANOUT_WINDOW:=200}"
 : "${FANOUT_NICE:=19}"
-: "${FANOUT_MODES:=bare auth acl dynsec}"
+: "${FANOUT_MODES:=bare thread auth acl dynsec}"
 : "${FANOUT_QOS:=0 1}"
 : "${FANOUT_NODELAY:=0}"
 : "${FANOUT_DYNSEC:=/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so}"
@@ -93,7 +98,7 @@ fg_setup
 [[ -x $tool ]] || fg_bail "$tool not built: run make"
 for mode in "${modes[@]}"; do
 	case $mode in
-	bare) ;;
+	bare | thread) ;;
 	auth)
 		[[ -f $FG_BUILD/fleetgate_auth.so ]] ||
 			fg_bail "$FG_BUILD/fleetgate_auth.so not built: run make"
@@ -330,7 +335,7 @@ fanout_broker_start() {
 	{
 		echo "# fleetgate fan-out benchmark broker ($mode)"
 		echo "per_listener_settings false"
-		if [[ $mode == bare ]]; then
+		if [[ $mode == bare || $mode == thread ]]; then
 			echo "allow_anonymous true"
 		else
 			echo "allow_anonymous false"
@@ -352,6 +357,10 @@ fanout_broker_start() {
 			echo "set_tcp_nodelay true"
 		fi
 		case $mode in
+		thread)
+			echo
+			echo "plugin $FG_TMP/fg_threadbase.so"
+			;;
 		auth | acl)
 			echo
 			echo "plugin $FG_BUILD/fleetgate_auth.so"
@@ -458,6 +467,11 @@ if has_mode dynsec; then
 		"$(grep -c '"rolename": "[^"]*", "acls"' "$FG_TMP/dynsec.json") roles," \
 		"the same clients; every default access denied but unsubscribe"
 fi
+if has_mode thread; then
+	cc -shared -fPIC -O2 -o "$FG_TMP/fg_threadbase.so" \
+		"$bench_dir/thread/fg_threadbase.c" >"$FG_TMP/threadbase.build" 2>&1 ||
+		fg_bail "the thread plugin did not build: $(head -n 3 "$FG_TMP/threadbase.build")"
+fi
 for mode in "${modes[@]}"; do
 	fanout_broker_start "$mode" || fg_bail "the $mode broker did not start"
 done
@@ -465,6 +479,9 @@ say "setup: ${#modes[@]} brokers (${modes[*]}), took" \
 	"$((($(fg_now_ms) - t0) / 1000)) s"
 if has_mode bare; then
 	say "bare: mosquitto alone, allow_anonymous true"
+fi
+if has_mode thread; then
+	say "thread: the bare broker with a plugin that starts one idle thread"
 fi
 if has_mode auth; then
 	say "auth: fleetgate_auth.so alone, no ACL plugin (every check allowed)"
@@ -503,13 +520,17 @@ for mode in acl dynsec; do
 	fi
 done
 
-# The ratios printed: acl against each other mode that ran.
+# The ratios printed: acl against each other mode that ran, and the
+# idle-thread broker against the bare one.
 pairs=()
-for mode in bare auth dynsec; do
+for mode in bare thread auth dynsec; do
 	if has_mode acl && has_mode "$mode"; then
 		pairs+=("acl/$mode")
 	fi
 done
+if has_mode thread && has_mode bare; then
+	pairs+=("thread/bare")
+fi
 
 declare -A rate=() ns=() all_rate=() all_prate=() all_ns=() all_main=()
 declare -A round_ratios=() lost_sum=() dups_sum=()
@@ -540,7 +561,7 @@ for ((r = 1; r <= FANOUT_ROUNDS; r++)); do
 		done
 		text=
 		for pair in "${pairs[@]}"; do
-			v=$(ratio "${rate[acl.$qos]}" "${rate[${pair#*/}.$qos]}")
+			v=$(ratio "${rate[${pair%/*}.$qos]}" "${rate[${pair#*/}.$qos]}")
 			round_ratios[$pair.$qos]+=" $v"
 			text+=" $pair=$v"
 		done
@@ -573,12 +594,12 @@ for qos in "${qos_list[@]}"; do
 	done
 	ratios='' of_rounds='' spreads='' extra='' capacity=''
 	for pair in "${pairs[@]}"; do
-		other=${pair#*/}
-		ratios+=" ratio_acl_$other=$(ratio "${m_rate[acl]}" "${m_rate[$other]}")"
+		one=${pair%/*} other=${pair#*/}
+		ratios+=" ratio_${one}_$other=$(ratio "${m_rate[$one]}" "${m_rate[$other]}")"
 		of_rounds+=" $pair=$(median ${round_ratios[$pair.$qos]})"
 		spreads+=" $pair=$(bench_spread ${round_ratios[$pair.$qos]})"
-		extra+=" extra_acl_vs_${other}_ns=$(minus "${m_ns[acl]}" "${m_ns[$other]}")"
-		capacity+=" capacity_ratio_acl_$other=$(ratio "${m_ns[$other]}" "${m_ns[acl]}")"
+		extra+=" extra_${one}_vs_${other}_ns=$(minus "${m_ns[$one]}" "${m_ns[$other]}")"
+		capacity+=" capacity_ratio_${one}_$other=$(ratio "${m_ns[$other]}" "${m_ns[$one]}")"
 	done
 	say "median qos$qos deliveries_per_s $(mode_values all_rate "$qos")$ratios"
 	if [[ -n $of_rounds ]]; then

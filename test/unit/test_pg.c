@@ -337,6 +337,52 @@ START_TEST(a_query_gives_up_when_aborted)
 }
 END_TEST
 
+START_TEST(each_host_of_a_list_gets_the_whole_connect_timeout)
+{
+	struct fake mute, good;
+	struct settings st;
+	struct fg_pg_io io;
+	char err[FG_ERRLEN] = "";
+	PGconn *c;
+	int64_t t0;
+
+	fake_start(&mute, FAKE_MUTE);
+	fake_start(&good, FAKE_SILENT);
+	settings_for(&st, &mute);
+	snprintf(st.conninfo, sizeof(st.conninfo),
+	         "host=127.0.0.1,localhost hostaddr=127.0.0.1,127.0.0.1 "
+	         "port=%d,%d user=u dbname=d sslmode=disable "
+	         "gssencmode=disable",
+	         mute.port, good.port);
+	fg_pg_io_init(&io, -1, &st.s);
+	t0 = fg_mono_ms();
+	/* The first host takes the connection and never answers: after its
+	 * timeout the second is tried, and answers. */
+	c = fg_pg_connect(&st.s, &io, err, sizeof(err));
+	ck_assert_msg(c != NULL, "connect: %s", err);
+	ck_assert_int_ge(ms_since(t0), 1900);
+	ck_assert_int_eq(PQstatus(c), CONNECTION_OK);
+	ck_assert_int_eq(strtol(PQport(c), NULL, 10), good.port);
+	fg_pg_finish(c);
+	fake_stop(&good);
+	fake_stop(&mute);
+
+	/* Both mute: each host's failure is reported. */
+	fake_start(&mute, FAKE_MUTE);
+	fake_start(&good, FAKE_MUTE);
+	snprintf(st.conninfo, sizeof(st.conninfo),
+	         "postgresql://u@127.0.0.1:%d,127.0.0.2:%d/d?sslmode=disable"
+	         "&gssencmode=disable",
+	         mute.port, good.port);
+	ck_assert_ptr_null(fg_pg_connect(&st.s, &io, err, sizeof(err)));
+	ck_assert_msg(strstr(err, "host 127.0.0.1: timeout expired") != NULL &&
+	                  strstr(err, "; host 127.0.0.2: ") != NULL,
+	              "%s", err);
+	fake_stop(&good);
+	fake_stop(&mute);
+}
+END_TEST
+
 START_TEST(copy_to_a_server_that_stops_reading_ends)
 {
 	struct fake f;
@@ -391,6 +437,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, a_silent_server_is_given_up_after_the_silence);
 	tcase_add_test(tc, a_query_gives_up_when_aborted);
 	tcase_add_test(tc, copy_to_a_server_that_stops_reading_ends);
+	tcase_add_test(tc, each_host_of_a_list_gets_the_whole_connect_timeout);
 	suite_add_tcase(s, tc);
 	return s;
 }
