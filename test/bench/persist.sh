@@ -11,7 +11,9 @@
 #   2. A backlog: PostgreSQL is stopped, BENCH_BACKLOG readings are
 #      published into the journal (the publish rate is compared with the
 #      bare broker's under the same load: the plugin's own cost, with no
-#      database competing for the CPUs), PostgreSQL is started, and the
+#      database competing for the CPUs; and with a broker with the auth
+#      plugin alone, which has the same worker threads and identity
+#      lookups but journals nothing), PostgreSQL is started, and the
 #      time until the last one is committed is measured: readings stored
 #      per second from the journal.
 #   3. The baseline for 2: the same rows (same size, same table, other
@@ -99,6 +101,9 @@ rows_at_least() { (($(rows_of "$1") >= $2)); }
 # --- 1. QoS 1 publish throughput ----------------------------------------------
 bench_broker_start bare bare || fg_bail "bare broker did not start"
 bench_broker_start persist persist || fg_bail "persist broker did not start"
+# Auth alone, for part 2; started while the database is up, so that it
+# has the registry in memory when the database is away.
+bench_broker_start auth plugin || fg_bail "auth broker did not start"
 bare_rates=() persist_rates=() db_cpus=()
 hz=$(getconf CLK_TCK)
 first=1
@@ -154,9 +159,12 @@ backlog=$((per * BENCH_PUBLISHERS))
 # The same load on the bare broker, for the cost of the plugin itself
 # while the database does not compete for this machine's CPUs.
 br=$(publish_round bare "$first") || fg_bail "bare round failed"
-printf 'qos1_publish_database_away bare_msgs_per_s=%s persist_msgs_per_s=%s ratio=%s\n' \
-	"$br" "$jr" "$(bench_ratio "$jr" "$br")"
+ar=$(publish_round auth "$first") || fg_bail "auth round failed"
+printf 'qos1_publish_database_away bare_msgs_per_s=%s auth_msgs_per_s=%s persist_msgs_per_s=%s ratio=%s ratio_persist_auth=%s ratio_auth_bare=%s\n' \
+	"$br" "$ar" "$jr" "$(bench_ratio "$jr" "$br")" "$(bench_ratio "$jr" "$ar")" \
+	"$(bench_ratio "$ar" "$br")"
 bench_broker_stop bare
+bench_broker_stop auth
 printf '# backlog of %d readings journaled in %.1f s while PostgreSQL was down; journal %s\n' \
 	"$backlog" "$(awk -v ms=$((t1 - t0)) 'BEGIN { print ms / 1000 }')" \
 	"$(du -sh "$FG_TMP/persist.journal" | cut -f1)"
