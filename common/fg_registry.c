@@ -5,6 +5,7 @@
 #include "fg_registry.h"
 #include "fg_registry_int.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,18 +36,34 @@ struct fg_registry {
 	enum fg_registry_origin origin;
 	int schema_version;
 	int64_t loaded_at;
+
+	atomic_uint refs;
 };
 
 struct fg_registry *fg_registry_new(void)
 {
-	return calloc(1, sizeof(struct fg_registry));
+	struct fg_registry *reg = calloc(1, sizeof(struct fg_registry));
+
+	if (reg != NULL)
+		atomic_init(&reg->refs, 1);
+	return reg;
+}
+
+struct fg_registry *fg_registry_hold(struct fg_registry *reg)
+{
+	if (reg != NULL)
+		atomic_fetch_add_explicit(&reg->refs, 1, memory_order_relaxed);
+	return reg;
 }
 
 void fg_registry_free(struct fg_registry *reg)
 {
 	size_t i;
 
-	if (reg == NULL)
+	/* The last holder frees; acq_rel orders every other holder's reads
+	 * before it. */
+	if (reg == NULL ||
+	    atomic_fetch_sub_explicit(&reg->refs, 1, memory_order_acq_rel) != 1)
 		return;
 	for (i = 0; i < reg->ndevices; i++) {
 		free(reg->devices[i].id);

@@ -93,8 +93,14 @@ enum fg_registry_origin {
 
 struct fg_registry;
 
-/* A new, empty registry, or NULL when out of memory. */
+/*
+ * A new, empty registry, or NULL when out of memory. It holds one
+ * reference. A finalised registry is never changed again, so threads may
+ * read it at once: fg_registry_hold takes one more reference (and returns
+ * reg), fg_registry_free drops one and frees the registry with the last.
+ */
 FG_API struct fg_registry *fg_registry_new(void);
+FG_API struct fg_registry *fg_registry_hold(struct fg_registry *reg);
 FG_API void fg_registry_free(struct fg_registry *reg);
 
 /*

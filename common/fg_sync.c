@@ -20,6 +20,13 @@
 /* After a NOTIFY, wait this long for more before reloading, so that one
  * administrator transaction touching many rows costs one reload. */
 #define COALESCE_MS 20
+/* The snapshot file is written once the registry has not changed for
+ * SNAPSHOT_IDLE_MS, and at the latest SNAPSHOT_MAX_MS after the first
+ * change it lacks: writing it takes longer than reading the database
+ * (about 250 ms for 100,000 devices), and a change arriving meanwhile
+ * would wait for it. */
+#define SNAPSHOT_IDLE_MS 1000
+#define SNAPSHOT_MAX_MS 5000
 
 struct fg_sync {
 	struct fg_sync_settings s;
@@ -30,8 +37,10 @@ struct fg_sync {
 	pthread_mutex_t lock;
 	struct fg_registry *mailbox;
 
-	PGconn *conn; /* loader thread only, like io */
+	PGconn *conn; /* loader thread only, like the three below */
 	struct fg_pg_io io;
+	struct fg_registry *unsaved; /* posted, not yet in the snapshot */
+	int64_t unsaved_since;
 	int was_connected;
 	struct fg_throttle conn_throttle;
 };
@@ -342,12 +351,36 @@ static int reload(struct fg_sync *sy)
 		drop_conn(sy);
 		return -1;
 	}
-	if (sy->snapshot_file != NULL &&
-	    fg_registry_save(reg, sy->snapshot_file, err, sizeof(err)) != 0)
+	/* The broker thread gets the registry at once; the snapshot is
+	 * written later from the same registry, which neither thread
+	 * changes (save_snapshot). */
+	post(sy, fg_registry_hold(reg));
+	if (sy->snapshot_file == NULL) {
+		fg_registry_free(reg);
+		return 0;
+	}
+	if (sy->unsaved == NULL)
+		sy->unsaved_since = fg_mono_ms();
+	fg_registry_free(sy->unsaved);
+	sy->unsaved = reg;
+	return 0;
+}
+
+/* Write the newest registry the snapshot lacks: when force, or when the
+ * registry has been quiet long enough (see SNAPSHOT_IDLE_MS). */
+static void save_snapshot(struct fg_sync *sy, bool force)
+{
+	char err[FG_ERRLEN];
+
+	if (sy->unsaved == NULL ||
+	    (!force && fg_mono_ms() - sy->unsaved_since < SNAPSHOT_MAX_MS))
+		return;
+	if (fg_registry_save(sy->unsaved, sy->snapshot_file, err,
+	                     sizeof(err)) != 0)
 		fg_log(MOSQ_LOG_ERR,
 		       LOG_PREFIX " cannot write the snapshot file: %s", err);
-	post(sy, reg);
-	return 0;
+	fg_registry_free(sy->unsaved);
+	sy->unsaved = NULL;
 }
 
 /* Consume pending input; returns the number of notifications seen, or
@@ -383,6 +416,7 @@ static void *loader_main(void *arg)
 
 		if (sy->conn == NULL) {
 			if (connect_and_listen(sy) != 0 || reload(sy) != 0) {
+				save_snapshot(sy, true);
 				if (wait_fd(sy, -1, fg_backoff_next(&backoff)) <
 				    0)
 					break;
@@ -398,9 +432,12 @@ static void *loader_main(void *arg)
 			sy->was_connected = 1;
 			sy->conn_throttle.last_ms = 0;
 		}
-		rc = wait_fd(sy, PQsocket(sy->conn), 1000);
+		rc = wait_fd(sy, PQsocket(sy->conn),
+		             sy->unsaved != NULL ? SNAPSHOT_IDLE_MS : 1000);
 		if (rc < 0)
 			break;
+		/* Quiet for SNAPSHOT_IDLE_MS, or changing for too long. */
+		save_snapshot(sy, rc == 0);
 		n = rc > 0 ? drain_notifies(sy) : 0;
 		if (n > 0) {
 			/* Let the rest of a burst arrive, then load once. */
@@ -414,6 +451,7 @@ static void *loader_main(void *arg)
 			       " lost the database connection, "
 			       "keeping the registry in memory and retrying");
 			drop_conn(sy);
+			save_snapshot(sy, true);
 			continue;
 		}
 		if (n > 0 || fg_mono_ms() >= next_full) {
@@ -423,6 +461,8 @@ static void *loader_main(void *arg)
 		}
 	}
 	drop_conn(sy);
+	/* A clean stop leaves the newest registry in the snapshot. */
+	save_snapshot(sy, true);
 	return NULL;
 }
 

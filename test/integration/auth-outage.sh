@@ -22,7 +22,7 @@ RETRY="plugin_opt_retry_max_ms 300"
 fg_pg_start || fg_bail "PostgreSQL did not start"
 fg_ca_make ca
 fg_server_cert
-for d in dev-known dev-target dev-gone; do
+for d in dev-known dev-target dev-gone dev-snaprev; do
 	fg_device_cert "$d"
 	fg_register_device "$d" m1 "$FG_CERTS/$d.crt"
 done
@@ -42,7 +42,20 @@ else
 fi
 is "$(stat -c %a "$FG_TMP/snap.snapshot" 2>/dev/null)" 600 \
 	"the snapshot file is mode 0600"
-fg_broker_stop snap
+# A change reaches the snapshot by itself, soon after the registry went
+# quiet, without a clean stop: the broker is killed after it.
+snap_sum() { cksum <"$FG_TMP/snap.snapshot"; }
+snap_changed() { [[ $(snap_sum) != "$1" ]]; }
+sum0=$(snap_sum)
+t0=$(fg_now_ms)
+fg_revoke dev-snaprev "revoked just before a crash"
+if fg_wait_until 10 snap_changed "$sum0"; then
+	pass "a revocation reaches the snapshot file while the broker runs"
+	fg_diag "the snapshot changed $(($(fg_now_ms) - t0)) ms after the commit"
+else
+	fail "a revocation reaches the snapshot file while the broker runs"
+fi
+fg_broker_kill snap
 fg_pg_stop || fg_bail "PostgreSQL did not stop"
 
 fg_broker_start snap "$RETRY" ||
@@ -53,6 +66,8 @@ fg_connect snap dev-known
 expect_rc 0 "with PostgreSQL down at start a device known to the snapshot is admitted"
 fg_connect snap dev-unknown
 expect_rc 2 "with PostgreSQL down at start an unknown device is refused"
+fg_connect snap dev-snaprev
+expect_rc 2 "... and so is the device revoked just before the broker was killed"
 fg_connect_plain snap ops-1 --username ops --password 'ops password'
 expect_rc 0 "with PostgreSQL down at start an account known to the snapshot is admitted"
 
