@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,124 +41,214 @@ static void sha256_hex(const char *data, size_t len, char out[65])
 	out[64] = '\0';
 }
 
-static cJSON *str_or_null(const char *s)
-{
-	return s ? cJSON_CreateString(s) : cJSON_CreateNull();
-}
+/*
+ * The body is written straight into one buffer, field by field: for
+ * 100,000 devices a JSON tree would be a million small allocations,
+ * several times the registry's own size, and most of the time the file
+ * takes. It is read back with cJSON (fg_registry_load).
+ */
+struct body {
+	char *p;
+	size_t len, cap;
+	bool failed; /* out of memory, or a required field missing */
+};
 
-/* Append a row (a JSON array of items) to arr; 0 or -1. */
-static int add_row(cJSON *arr, cJSON *const *items, size_t n)
+static void put(struct body *b, const char *s, size_t n)
 {
-	cJSON *row = cJSON_CreateArray();
-	size_t i;
-	int rc = 0;
+	if (b->failed)
+		return;
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 65536;
+		char *p;
 
-	for (i = 0; i < n; i++) {
-		if (row == NULL || items[i] == NULL ||
-		    !cJSON_AddItemToArray(row, items[i])) {
-			cJSON_Delete(items[i]);
-			rc = -1;
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		p = realloc(b->p, cap);
+		if (p == NULL) {
+			b->failed = true;
+			return;
 		}
+		b->p = p;
+		b->cap = cap;
 	}
-	if (row == NULL || rc != 0 || !cJSON_AddItemToArray(arr, row)) {
-		cJSON_Delete(row);
-		return -1;
-	}
-	return 0;
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
 }
 
-static cJSON *registry_to_json(const struct fg_registry *reg)
+static void put_raw(struct body *b, const char *s)
+{
+	put(b, s, strlen(s));
+}
+
+/* A JSON string; NULL is null when nullable, and a failure otherwise. */
+static void put_str(struct body *b, const char *s, bool nullable)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *u = (const unsigned char *)s;
+	size_t run = 0;
+
+	if (s == NULL) {
+		if (!nullable)
+			b->failed = true;
+		put_raw(b, "null");
+		return;
+	}
+	put(b, "\"", 1);
+	for (;; u++) {
+		char esc[6] = {'\\', 0, '0', '0', 0, 0};
+		size_t n = 2;
+
+		if (*u >= 0x20 && *u != '"' && *u != '\\') {
+			run++;
+			continue;
+		}
+		put(b, (const char *)u - run, run);
+		run = 0;
+		if (*u == '\0')
+			break;
+		switch (*u) {
+		case '"':
+		case '\\':
+			esc[1] = (char)*u;
+			break;
+		case '\n':
+			esc[1] = 'n';
+			break;
+		case '\r':
+			esc[1] = 'r';
+			break;
+		case '\t':
+			esc[1] = 't';
+			break;
+		default:
+			esc[1] = 'u';
+			esc[4] = hex[*u >> 4];
+			esc[5] = hex[*u & 0x0f];
+			n = 6;
+			break;
+		}
+		put(b, esc, n);
+	}
+	put(b, "\"", 1);
+}
+
+static void put_int(struct body *b, int64_t v)
+{
+	char num[24];
+
+	put(b, num, (size_t)snprintf(num, sizeof(num), "%" PRId64, v));
+}
+
+static void put_bool(struct body *b, bool v)
+{
+	put_raw(b, v ? "true" : "false");
+}
+
+/* Before the first row of an array "[", before the others ",". */
+static void row_start(struct body *b, size_t i)
+{
+	put_raw(b, i == 0 ? "[" : ",[");
+}
+
+static void registry_body(const struct fg_registry *reg, struct body *b)
 {
 	const struct fg_device *dev = fg_registry__devices(reg);
 	const struct fg_cert *crt = fg_registry__certs(reg);
 	const struct fg_account *acc = fg_registry__accounts(reg);
-	cJSON *root = cJSON_CreateObject();
-	cJSON *devices, *certs, *accounts, *rules, *limits;
 	const struct fg_rule *rule;
 	const struct fg_limit *limit;
 	size_t i, nrules, nlimits;
 
-	if (root == NULL)
-		return NULL;
-	cJSON_AddNumberToObject(root, "schema_version",
-	                        fg_registry_schema_version(reg));
-	cJSON_AddNumberToObject(root, "loaded_at",
-	                        (double)fg_registry_loaded_at(reg));
-	devices = cJSON_AddArrayToObject(root, "devices");
-	certs = cJSON_AddArrayToObject(root, "certificates");
-	accounts = cJSON_AddArrayToObject(root, "accounts");
-	rules = cJSON_AddArrayToObject(root, "rules");
-	cJSON_AddBoolToObject(root, "has_rules", fg_registry_has_rules(reg));
-	limits = cJSON_AddArrayToObject(root, "limits");
-	cJSON_AddBoolToObject(root, "has_limits", fg_registry_has_limits(reg));
-	if (devices == NULL || certs == NULL || accounts == NULL ||
-	    rules == NULL || limits == NULL)
-		goto fail;
-	limit = fg_registry_limits(reg, &nlimits);
-	for (i = 0; i < nlimits; i++) {
-		cJSON *items[] = {
-		    cJSON_CreateString(fg_limit_scope_str(limit[i].kind)),
-		    str_or_null(limit[i].scope),
-		    cJSON_CreateNumber((double)limit[i].messages),
-		    cJSON_CreateNumber((double)limit[i].bytes),
-		    cJSON_CreateNumber((double)limit[i].window_s),
-		    cJSON_CreateNumber((double)limit[i].burst),
-		};
-		if (add_row(limits, items, 6) != 0)
-			goto fail;
+	put_raw(b, "{\"schema_version\":");
+	put_int(b, fg_registry_schema_version(reg));
+	put_raw(b, ",\"loaded_at\":");
+	put_int(b, fg_registry_loaded_at(reg));
+	put_raw(b, ",\"devices\":[");
+	for (i = 0; i < fg_registry_device_count(reg); i++) {
+		row_start(b, i);
+		put_str(b, dev[i].id, false);
+		put_raw(b, ",");
+		put_str(b, dev[i].municipality, false);
+		put_raw(b, ",");
+		put_str(b, fg_device_status_str(dev[i].status), false);
+		put_raw(b, ",");
+		put_bool(b, dev[i].require_api_key);
+		put_raw(b, ",");
+		put_str(b, dev[i].api_key_hash, true);
+		put_raw(b, "]");
 	}
+	put_raw(b, "],\"certificates\":[");
+	for (i = 0; i < fg_registry_cert_count(reg); i++) {
+		row_start(b, i);
+		put_str(b, crt[i].fp.hex, false);
+		put_raw(b, ",");
+		put_str(b, crt[i].device_id, false);
+		put_raw(b, ",");
+		put_int(b, crt[i].not_before);
+		put_raw(b, ",");
+		put_int(b, crt[i].not_after);
+		put_raw(b, ",");
+		put_int(b, crt[i].revoked_at);
+		put_raw(b, "]");
+	}
+	put_raw(b, "],\"accounts\":[");
+	for (i = 0; i < fg_registry_account_count(reg); i++) {
+		row_start(b, i);
+		put_str(b, acc[i].username, false);
+		put_raw(b, ",");
+		put_str(b, acc[i].password_hash, false);
+		put_raw(b, ",");
+		put_str(b, acc[i].role, false);
+		put_raw(b, ",");
+		put_str(b, acc[i].municipality, true);
+		put_raw(b, ",");
+		put_bool(b, acc[i].cross_municipality);
+		put_raw(b, ",");
+		put_bool(b, acc[i].disabled);
+		put_raw(b, "]");
+	}
+	put_raw(b, "],\"rules\":[");
 	rule = fg_registry_rules(reg, &nrules);
 	for (i = 0; i < nrules; i++) {
-		cJSON *items[] = {
-		    cJSON_CreateNumber((double)rule[i].id),
-		    cJSON_CreateString(fg_rule_subject_str(rule[i].kind)),
-		    str_or_null(rule[i].subject),
-		    cJSON_CreateString(rule[i].pattern),
-		    cJSON_CreateString(fg_rule_access_str(rule[i].access)),
-		    cJSON_CreateBool(rule[i].allow),
-		    cJSON_CreateNumber(rule[i].priority),
-		};
-		if (add_row(rules, items, 7) != 0)
-			goto fail;
+		row_start(b, i);
+		put_int(b, rule[i].id);
+		put_raw(b, ",");
+		put_str(b, fg_rule_subject_str(rule[i].kind), false);
+		put_raw(b, ",");
+		put_str(b, rule[i].subject, true);
+		put_raw(b, ",");
+		put_str(b, rule[i].pattern, false);
+		put_raw(b, ",");
+		put_str(b, fg_rule_access_str(rule[i].access), false);
+		put_raw(b, ",");
+		put_bool(b, rule[i].allow);
+		put_raw(b, ",");
+		put_int(b, rule[i].priority);
+		put_raw(b, "]");
 	}
-	for (i = 0; i < fg_registry_device_count(reg); i++) {
-		cJSON *items[] = {
-		    cJSON_CreateString(dev[i].id),
-		    cJSON_CreateString(dev[i].municipality),
-		    cJSON_CreateString(fg_device_status_str(dev[i].status)),
-		    cJSON_CreateBool(dev[i].require_api_key),
-		    str_or_null(dev[i].api_key_hash),
-		};
-		if (add_row(devices, items, 5) != 0)
-			goto fail;
+	put_raw(b, "],\"has_rules\":");
+	put_bool(b, fg_registry_has_rules(reg));
+	put_raw(b, ",\"limits\":[");
+	limit = fg_registry_limits(reg, &nlimits);
+	for (i = 0; i < nlimits; i++) {
+		row_start(b, i);
+		put_str(b, fg_limit_scope_str(limit[i].kind), false);
+		put_raw(b, ",");
+		put_str(b, limit[i].scope, true);
+		put_raw(b, ",");
+		put_int(b, limit[i].messages);
+		put_raw(b, ",");
+		put_int(b, limit[i].bytes);
+		put_raw(b, ",");
+		put_int(b, limit[i].window_s);
+		put_raw(b, ",");
+		put_int(b, limit[i].burst);
+		put_raw(b, "]");
 	}
-	for (i = 0; i < fg_registry_cert_count(reg); i++) {
-		cJSON *items[] = {
-		    cJSON_CreateString(crt[i].fp.hex),
-		    cJSON_CreateString(crt[i].device_id),
-		    cJSON_CreateNumber((double)crt[i].not_before),
-		    cJSON_CreateNumber((double)crt[i].not_after),
-		    cJSON_CreateNumber((double)crt[i].revoked_at),
-		};
-		if (add_row(certs, items, 5) != 0)
-			goto fail;
-	}
-	for (i = 0; i < fg_registry_account_count(reg); i++) {
-		cJSON *items[] = {
-		    cJSON_CreateString(acc[i].username),
-		    cJSON_CreateString(acc[i].password_hash),
-		    cJSON_CreateString(acc[i].role),
-		    str_or_null(acc[i].municipality),
-		    cJSON_CreateBool(acc[i].cross_municipality),
-		    cJSON_CreateBool(acc[i].disabled),
-		};
-		if (add_row(accounts, items, 6) != 0)
-			goto fail;
-	}
-	return root;
-fail:
-	cJSON_Delete(root);
-	return NULL;
+	put_raw(b, "],\"has_limits\":");
+	put_bool(b, fg_registry_has_limits(reg));
+	put_raw(b, "}");
 }
 
 static int write_all(int fd, const char *p, size_t n)
@@ -179,8 +270,8 @@ int fg_registry_save(const struct fg_registry *reg, const char *path, char *err,
                      size_t errlen)
 {
 	char tmp[4096], header[128], sum[65];
-	cJSON *root = NULL;
-	char *body = NULL;
+	struct body b = {NULL, 0, 0, false};
+	const char *body;
 	int fd = -1, rc = -1;
 	size_t len;
 
@@ -188,13 +279,15 @@ int fg_registry_save(const struct fg_registry *reg, const char *path, char *err,
 		fg_seterr(err, errlen, "snapshot path too long");
 		return -1;
 	}
-	root = registry_to_json(reg);
-	body = root ? cJSON_PrintUnformatted(root) : NULL;
-	if (body == NULL) {
-		fg_seterr(err, errlen, "out of memory");
+	registry_body(reg, &b);
+	if (b.failed || b.p == NULL) {
+		fg_seterr(err, errlen,
+		          "out of memory, or a registry row "
+		          "without a required field");
 		goto out;
 	}
-	len = strlen(body);
+	body = b.p;
+	len = b.len;
 	sha256_hex(body, len, sum);
 	snprintf(header, sizeof(header), "%s %d sha256=%s\n", SNAPSHOT_MAGIC,
 	         SNAPSHOT_FORMAT, sum);
@@ -231,11 +324,11 @@ out:
 		close(fd);
 	if (rc != 0)
 		unlink(tmp);
-	if (body != NULL) {
-		memset(body, 0, strlen(body));
-		free(body);
+	/* The body holds password and API key hashes. */
+	if (b.p != NULL) {
+		memset(b.p, 0, b.cap);
+		free(b.p);
 	}
-	cJSON_Delete(root);
 	return rc;
 }
 

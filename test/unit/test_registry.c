@@ -189,6 +189,65 @@ END_TEST
 
 /* A broker started from its snapshot enforces the budgets of its last
  * load: every limit row, inherited fields (-1) included. */
+/* The snapshot body is written by hand, not by cJSON: every byte of a
+ * string and the whole range of the numbers must come back. */
+START_TEST(snapshot_keeps_every_byte_of_a_string_and_large_numbers)
+{
+	struct fg_registry *reg = fg_registry_new(), *back;
+	char all[256], path[128], err[256] = "";
+	const struct fg_rule *rule;
+	const struct fg_cert *c;
+	fg_fingerprint fp = fp_of(1);
+	size_t n;
+
+	for (int i = 1; i < 256; i++)
+		all[i - 1] = (char)i; /* every byte but NUL, in order */
+	all[255] = '\0';
+	ck_assert_int_eq(fg_registry_add_device(reg, "d\"q\\b", all,
+	                                        FG_DEVICE_ACTIVE, true, all),
+	                 0);
+	ck_assert_int_eq(fg_registry_add_cert(reg, &fp, "d\"q\\b", -1,
+	                                      INT64_C(1) << 50,
+	                                      (INT64_C(1) << 53) - 1),
+	                 0);
+	ck_assert_int_eq(
+	    fg_registry_add_account(reg, "u\n\t", all, all, NULL, true, true),
+	    0);
+	ck_assert_int_eq(fg_registry_add_rule(reg, INT64_C(1) << 52,
+	                                      FG_RULE_ALL_DEVICES, NULL, all,
+	                                      FG_RULE_RECEIVE, false, -7),
+	                 0);
+	fg_registry_set_has_rules(reg, true);
+	ck_assert_int_eq(fg_registry_finalise(reg, err, sizeof(err)), 0);
+	tmp_path(path, sizeof(path));
+	ck_assert_int_eq(fg_registry_save(reg, path, err, sizeof(err)), 0);
+	back = fg_registry_load(path, err, sizeof(err));
+	ck_assert_msg(back != NULL, "load failed: %s", err);
+	ck_assert_str_eq(fg_registry_device(back, "d\"q\\b")->municipality,
+	                 all);
+	ck_assert_str_eq(fg_registry_device(back, "d\"q\\b")->api_key_hash,
+	                 all);
+	c = fg_registry_cert(back, &fp);
+	ck_assert_ptr_nonnull(c);
+	ck_assert_int_eq(c->not_before, -1);
+	ck_assert_int_eq(c->not_after, INT64_C(1) << 50);
+	ck_assert_int_eq(c->revoked_at, (INT64_C(1) << 53) - 1);
+	ck_assert_str_eq(fg_registry_account(back, "u\n\t")->role, all);
+	ck_assert_ptr_null(fg_registry_account(back, "u\n\t")->municipality);
+	ck_assert(fg_registry_account(back, "u\n\t")->disabled);
+	rule = fg_registry_rules(back, &n);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_int_eq(rule[0].id, INT64_C(1) << 52);
+	ck_assert_ptr_null(rule[0].subject);
+	ck_assert_str_eq(rule[0].pattern, all);
+	ck_assert_int_eq(rule[0].priority, -7);
+	ck_assert(!rule[0].allow);
+	fg_registry_free(back);
+	fg_registry_free(reg);
+	unlink(path);
+}
+END_TEST
+
 START_TEST(snapshot_keeps_the_rate_limits)
 {
 	struct fg_registry *reg = fg_registry_new(), *back;
@@ -414,6 +473,8 @@ static Suite *suite(void)
 	tcase_add_test(tc,
 	               snapshot_round_trip_keeps_every_field_and_is_mode_0600);
 	tcase_add_test(tc, snapshot_keeps_the_rate_limits);
+	tcase_add_test(tc,
+	               snapshot_keeps_every_byte_of_a_string_and_large_numbers);
 	tcase_add_test(
 	    tc, tampered_truncated_or_world_readable_snapshots_are_refused);
 	tcase_add_test(tc, options_parse_with_trailing_blanks_trimmed);
