@@ -17,7 +17,7 @@
 #define FG_REGISTRY_CHANNEL "fleetgate_registry"
 /* The oldest schema this code can read, and the newest it knows. */
 #define FG_SCHEMA_MIN 1
-#define FG_SCHEMA_KNOWN 4
+#define FG_SCHEMA_KNOWN 5
 /* The first schema with ACL rules. */
 #define FG_SCHEMA_RULES 2
 /* The first schema with rate limits. */

@@ -1127,6 +1127,35 @@ expect_error "the new partition enforces the primary key" "$broker" \
 	values $(reading_values 4 "'$future 12:00:00+00'")"
 drop_partitions 2999-01-01 3001-01-01
 
+# partition_interval changed from week to month: the days of each month
+# that no weekly partition covers get partitions of their own (named
+# after the day they start), and a reading waiting in readings_default
+# for one of them moves there.
+interval=$(q "$superuser" "select partition_interval from fleetgate.persist_settings")
+q "$superuser" "update fleetgate.persist_settings set partition_interval = 'week'" >/dev/null
+q "$broker" "select fleetgate.ensure_reading_partitions('2999-06-15 12:00:00+00')" >/dev/null
+q "$superuser" "insert into fleetgate.readings $readings_columns
+	values $(reading_values 6 "'2999-06-01 12:00:00+00'")" >/dev/null
+q "$superuser" "update fleetgate.persist_settings set partition_interval = 'month'" >/dev/null
+expect_value "after a change from week to month, partitions are created for the rest of each month" \
+	"$broker" "t" "
+	select fleetgate.ensure_reading_partitions('2999-06-15 12:00:00+00') > 0"
+expect_value "... so that every day of those months is in exactly one partition" \
+	"$superuser" "0" "
+	select count(*) from generate_series('2999-06-01 00:00:00+00'::timestamptz,
+		(select max(to_at) from fleetgate.reading_partitions) - interval '1 day',
+		'1 day') d
+	where (select count(*) from fleetgate.reading_partitions p
+	       where p.from_at <= d and p.to_at > d) <> 1"
+expect_value "... and the reading of a day before the first weekly partition left readings_default" \
+	"$superuser" "fleetgate.readings_29990601" "
+	select tableoid::regclass from fleetgate.readings
+	where broker_id = '$pbroker' and seq = 6"
+expect_value "... and calling it again creates none" "$broker" "0" "
+	select fleetgate.ensure_reading_partitions('2999-06-15 12:00:00+00')"
+q "$superuser" "update fleetgate.persist_settings set partition_interval = '$interval'" >/dev/null
+drop_partitions 2999-01-01 3001-01-01
+
 # Partitions in the past, for drop_old_readings: 2001-01 and the next ones.
 old=2001-01-15
 drop_partitions 2000-01-01 2002-01-01
