@@ -3,8 +3,10 @@
  */
 #include "fg_pg.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
+#include <netdb.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -237,23 +239,31 @@ void fg_pg_finish(PGconn *conn)
 	PQfinish(conn);
 }
 
-/* The connect timeout in force (conninfo may override ours), in ms;
- * libpq's rules: 0 or less waits for ever, 1 means 2. */
-static int connect_timeout_ms(PGconn *conn, int ours_s)
+/* A connect timeout in seconds (text, NULL: ours) in ms, by libpq's
+ * rules: 0 or less waits for ever, 1 means 2. */
+static int timeout_ms_of(const char *text, int ours_s)
 {
-	PQconninfoOption *opts = PQconninfo(conn), *o;
-	long s = ours_s;
+	long s = text != NULL ? strtol(text, NULL, 10) : ours_s;
 
-	for (o = opts; o != NULL && o->keyword != NULL; o++)
-		if (strcmp(o->keyword, "connect_timeout") == 0 &&
-		    o->val != NULL && o->val[0] != '\0')
-			s = strtol(o->val, NULL, 10);
-	PQconninfoFree(opts);
 	if (s <= 0)
 		return 0;
 	if (s < 2)
 		s = 2;
 	return s > INT_MAX / 1000 ? INT_MAX : (int)s * 1000;
+}
+
+/* The connect timeout in force for conn (conninfo may override ours). */
+static int connect_timeout_ms(PGconn *conn, int ours_s)
+{
+	PQconninfoOption *opts = PQconninfo(conn), *o;
+	int ms = timeout_ms_of(NULL, ours_s);
+
+	for (o = opts; o != NULL && o->keyword != NULL; o++)
+		if (strcmp(o->keyword, "connect_timeout") == 0 &&
+		    o->val != NULL && o->val[0] != '\0')
+			ms = timeout_ms_of(o->val, ours_s);
+	PQconninfoFree(opts);
+	return ms;
 }
 
 /* Drive the connection attempt to its end. 0, or -1 with err set. */
@@ -411,20 +421,178 @@ static char *list_item(const char *list, int i)
 	return strndup(p, end != NULL ? (size_t)(end - p) : strlen(p));
 }
 
+/* A host to resolve here: not a socket directory, not an address. */
+static bool is_host_name(const char *h)
+{
+	unsigned char a[sizeof(struct in6_addr)];
+
+	return h != NULL && h[0] != '/' && h[0] != '@' &&
+	       inet_pton(AF_INET, h, a) != 1 && inet_pton(AF_INET6, h, a) != 1;
+}
+
+/* A lookup handed to glibc's resolver threads; freed by whoever sees it
+ * end (a lookup that cannot be cancelled still writes into it). */
+struct lookup {
+	struct gaicb req;
+	struct addrinfo hints;
+	char name[256];
+};
+
 /*
- * A conninfo naming several hosts is tried one host at a time, each with
- * the whole connect timeout, in order, as libpq's own blocking connect
- * does: so that a host that takes the connection and never answers (or
- * drops it silently) does not use up the timeout of the ones after it.
- * Lists libpq itself would refuse, or with empty items, are left to it.
+ * Resolve name with getaddrinfo_a, waiting in slices so that an abort or
+ * the timeout (ms, 0: none) ends the wait: libpq would resolve inside
+ * PQconnectStart, where nothing can interrupt it. Returns the addresses,
+ * or NULL with err set.
+ */
+static struct addrinfo *resolve(const char *name, const struct fg_pg_io *io,
+                                int timeout_ms, char *err, size_t errlen)
+{
+	struct lookup *l = calloc(1, sizeof(*l));
+	struct gaicb *list[1];
+	int64_t deadline = timeout_ms > 0 ? fg_mono_ms() + timeout_ms : 0;
+	struct addrinfo *res;
+	const char *why;
+	int rc;
+
+	if (l == NULL || strlen(name) >= sizeof(l->name)) {
+		fg_seterr(err, errlen,
+		          l ? "host name too long" : "out of memory");
+		free(l);
+		return NULL;
+	}
+	memcpy(l->name, name, strlen(name) + 1);
+	l->hints.ai_family = AF_UNSPEC;
+	l->hints.ai_socktype = SOCK_STREAM;
+	l->req.ar_name = l->name;
+	l->req.ar_request = &l->hints;
+	list[0] = &l->req;
+	rc = getaddrinfo_a(GAI_NOWAIT, list, 1, NULL);
+	if (rc != 0) {
+		fg_seterr(err, errlen, "cannot resolve %.100s: %s", name,
+		          gai_strerror(rc));
+		free(l);
+		return NULL;
+	}
+	while ((rc = gai_error(&l->req)) == EAI_INPROGRESS) {
+		struct timespec slice = {0, 50 * 1000000L};
+
+		if (fg_pg_io_aborted(io)) {
+			why = "stopped while resolving";
+			goto give_up;
+		}
+		if (deadline > 0 && fg_mono_ms() >= deadline) {
+			why = "timeout expired resolving";
+			goto give_up;
+		}
+		(void)gai_suspend((const struct gaicb *const *)list, 1, &slice);
+	}
+	res = l->req.ar_result;
+	free(l);
+	if (rc != 0) {
+		freeaddrinfo(res);
+		fg_seterr(err, errlen, "cannot resolve %.100s: %s", name,
+		          gai_strerror(rc));
+		return NULL;
+	}
+	return res;
+give_up:
+	fg_seterr(err, errlen, "%s %.100s", why, name);
+	rc = gai_cancel(&l->req);
+	if (rc == EAI_CANCELED || rc == EAI_ALLDONE) {
+		if (gai_error(&l->req) == 0)
+			freeaddrinfo(l->req.ar_result);
+		free(l);
+	}
+	/* EAI_NOTCANCELED: a resolver thread is still at it and writes into
+	 * *l when done; it is left to it (a few hundred bytes, once per
+	 * hung lookup). */
+	return NULL;
+}
+
+/* Append "host what: msg" to err (used bytes so far in *used). */
+static void add_error(char *err, size_t errlen, size_t *used, const char *what,
+                      const char *msg)
+{
+	int w;
+
+	if (err == NULL || *used >= errlen)
+		return;
+	w = snprintf(err + *used, errlen - *used, "%shost %s: %s",
+	             *used > 0 ? "; " : "", what, msg);
+	*used += w > 0 ? (size_t)w : 0;
+}
+
+/*
+ * One host of the conninfo (over: host, hostaddr, port; NULL for each
+ * not given). A host name without hostaddr is resolved here, and each of
+ * its addresses is tried in turn with the whole connect timeout, as
+ * libpq's blocking connect does; libpq is then given the address
+ * (hostaddr) and keeps the name for TLS verification and the password
+ * file.
+ */
+static PGconn *connect_host(const struct fg_pg_settings *s,
+                            const struct fg_pg_io *io, char *const over[3],
+                            int timeout_ms, char *err, size_t errlen,
+                            size_t *used)
+{
+	char one[FG_ERRLEN], what[160], ip[INET6_ADDRSTRLEN];
+	const char *name = over[0] ? over[0] : over[1];
+	struct addrinfo *res, *ai;
+	PGconn *conn = NULL;
+
+	if (over[1] != NULL || !is_host_name(over[0])) {
+		conn = connect_one(s, io, (const char *const *)over, one,
+		                   sizeof(one));
+		if (conn == NULL)
+			add_error(err, errlen, used, name ? name : "default",
+			          one);
+		return conn;
+	}
+	res = resolve(over[0], io, timeout_ms, one, sizeof(one));
+	if (res == NULL)
+		add_error(err, errlen, used, over[0], one);
+	for (ai = res; ai != NULL && conn == NULL; ai = ai->ai_next) {
+		const char *attempt[3] = {over[0], ip, over[2]};
+		const struct addrinfo *seen;
+
+		if (getnameinfo(ai->ai_addr, ai->ai_addrlen, ip, sizeof(ip),
+		                NULL, 0, NI_NUMERICHOST) != 0)
+			continue;
+		/* The same address once, whatever the lookup repeats. */
+		for (seen = res; seen != ai; seen = seen->ai_next)
+			if (seen->ai_addrlen == ai->ai_addrlen &&
+			    memcmp(seen->ai_addr, ai->ai_addr,
+			           ai->ai_addrlen) == 0)
+				break;
+		if (seen != ai)
+			continue;
+		conn = connect_one(s, io, attempt, one, sizeof(one));
+		if (conn == NULL) {
+			snprintf(what, sizeof(what), "%.100s (%s)", over[0],
+			         ip);
+			add_error(err, errlen, used, what, one);
+			if (fg_pg_io_aborted(io))
+				break;
+		}
+	}
+	freeaddrinfo(res);
+	return conn;
+}
+
+/*
+ * The hosts of the conninfo (or of the environment: PGHOST...) are tried
+ * one at a time, in order, each address of each host with the whole
+ * connect timeout. Lists libpq itself would refuse, or with empty items,
+ * and a conninfo it cannot parse, are left to it, and so is a conninfo
+ * naming no host (the default socket).
  */
 PGconn *fg_pg_connect(const struct fg_pg_settings *s, const struct fg_pg_io *io,
                       char *err, size_t errlen)
 {
 	PQconninfoOption *mine, *defs;
 	const char *host, *addr, *port;
-	char *perr = NULL, one[FG_ERRLEN];
-	int nhost, naddr, nport, n;
+	char *perr = NULL;
+	int nhost, naddr, nport, n, timeout_ms;
 	bool empty = false;
 	PGconn *conn = NULL;
 	size_t used = 0;
@@ -439,35 +607,30 @@ PGconn *fg_pg_connect(const struct fg_pg_settings *s, const struct fg_pg_io *io,
 	                                   : opt_value(defs, "hostaddr");
 	port = opt_value(mine, "port") ? opt_value(mine, "port")
 	                               : opt_value(defs, "port");
+	timeout_ms = timeout_ms_of(opt_value(mine, "connect_timeout"),
+	                           s->connect_timeout_s);
 	nhost = list_count(host, &empty);
 	naddr = list_count(addr, &empty);
 	nport = list_count(port, &empty);
 	n = nhost > naddr ? nhost : naddr;
-	if (mine == NULL || n < 2 || empty || (nhost != 0 && nhost != n) ||
+	if (mine == NULL || n < 1 || empty || (nhost != 0 && nhost != n) ||
 	    (naddr != 0 && naddr != n) || (nport > 1 && nport != n)) {
 		conn = connect_one(s, io, NULL, err, errlen);
 		goto out;
 	}
+	if (err != NULL && errlen > 0)
+		err[0] = '\0';
 	for (int i = 0; i < n && conn == NULL; i++) {
 		char *over[3] = {list_item(host, i), list_item(addr, i),
 		                 list_item(port, i)};
 
 		if ((host != NULL && over[0] == NULL) ||
 		    (addr != NULL && over[1] == NULL) ||
-		    (port != NULL && over[2] == NULL)) {
-			fg_seterr(err, errlen, "out of memory");
-		} else {
-			conn = connect_one(s, io, (const char *const *)over,
-			                   one, sizeof(one));
-			if (conn == NULL && used < errlen) {
-				/* Every host's failure, as libpq lists them. */
-				int w = snprintf(
-				    err + used, errlen - used, "%shost %s: %s",
-				    used > 0 ? "; " : "",
-				    over[0] ? over[0] : over[1], one);
-				used += w > 0 ? (size_t)w : 0;
-			}
-		}
+		    (port != NULL && over[2] == NULL))
+			add_error(err, errlen, &used, "-", "out of memory");
+		else
+			conn = connect_host(s, io, over, timeout_ms, err,
+			                    errlen, &used);
 		for (int k = 0; k < 3; k++)
 			free(over[k]);
 		if (conn == NULL && fg_pg_io_aborted(io)) {

@@ -43,10 +43,11 @@ FG_API bool fg_pg_io_aborted(const struct fg_pg_io *io);
 
 /*
  * Connect with TCP keepalives, a TCP user timeout (so a dead server is
- * noticed) and the connect timeout (given to each host of a multi-host
- * conninfo in turn), then set the statement timeout. Settings in
- * conninfo override these defaults. Returns the connection, or NULL with
- * a message (no credentials in it) in err.
+ * noticed) and the connect timeout (given to each address of each host
+ * of the conninfo in turn, and to each host name lookup, which is done
+ * here so that an abort ends it), then set the statement timeout.
+ * Settings in conninfo override these defaults. Returns the connection,
+ * or NULL with a message (no credentials in it) in err.
  */
 FG_API PGconn *fg_pg_connect(const struct fg_pg_settings *s,
                              const struct fg_pg_io *io, char *err,

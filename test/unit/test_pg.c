@@ -9,6 +9,7 @@
 #include <arpa/inet.h>
 #include <check.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -137,13 +138,16 @@ hold:
 	return NULL;
 }
 
-static void fake_start(struct fake *f, enum fake_mode mode)
+/* A fake server on ip (IPv4) and port (0: any free one). */
+static void fake_start_at(struct fake *f, enum fake_mode mode, const char *ip,
+                          int port)
 {
 	struct sockaddr_in a = {.sin_family = AF_INET};
 	socklen_t alen = sizeof(a);
 
 	f->mode = mode;
-	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	ck_assert_int_eq(inet_pton(AF_INET, ip, &a.sin_addr), 1);
+	a.sin_port = htons((uint16_t)port);
 	f->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
 	ck_assert_int_ge(f->listen_fd, 0);
 	ck_assert_int_eq(bind(f->listen_fd, (struct sockaddr *)&a, sizeof(a)),
@@ -154,6 +158,73 @@ static void fake_start(struct fake *f, enum fake_mode mode)
 	f->port = ntohs(a.sin_port);
 	ck_assert_int_eq(pipe(f->stop), 0);
 	ck_assert_int_eq(pthread_create(&f->thread, NULL, fake_main, f), 0);
+}
+
+static void fake_start(struct fake *f, enum fake_mode mode)
+{
+	fake_start_at(f, mode, "127.0.0.1", 0);
+}
+
+/*
+ * A resolver for the tests, in place of glibc's getaddrinfo_a family
+ * (the test binary's definitions win over libc's for fg_pg.o, linked into
+ * it): a lookup either answers at once with dns_addrs, or never ends.
+ */
+static enum { DNS_ADDRS, DNS_HANG } dns_mode;
+static const char *dns_addrs[4];
+static char dns_asked[256];
+static struct gaicb *dns_req;
+static int dns_cancelled;
+
+int getaddrinfo_a(int mode, struct gaicb *list[], int n, struct sigevent *sev)
+{
+	struct addrinfo hints = {.ai_flags = AI_NUMERICHOST,
+	                         .ai_socktype = SOCK_STREAM};
+	struct addrinfo **tail;
+
+	(void)mode;
+	(void)sev;
+	ck_assert_int_eq(n, 1);
+	dns_req = list[0];
+	snprintf(dns_asked, sizeof(dns_asked), "%s", list[0]->ar_name);
+	list[0]->ar_result = NULL;
+	if (dns_mode == DNS_HANG)
+		return 0;
+	tail = &list[0]->ar_result;
+	for (int i = 0; i < 4 && dns_addrs[i] != NULL; i++) {
+		ck_assert_int_eq(getaddrinfo(dns_addrs[i], NULL, &hints, tail),
+		                 0);
+		while (*tail != NULL)
+			tail = &(*tail)->ai_next;
+	}
+	return 0;
+}
+
+int gai_error(struct gaicb *req)
+{
+	ck_assert_ptr_eq(req, dns_req);
+	if (dns_mode == DNS_HANG)
+		return dns_cancelled ? EAI_CANCELED : EAI_INPROGRESS;
+	return req->ar_result != NULL ? 0 : EAI_NONAME;
+}
+
+int gai_suspend(const struct gaicb *const list[], int n,
+                const struct timespec *timeout)
+{
+	(void)list;
+	(void)n;
+	if (dns_mode == DNS_HANG) {
+		nanosleep(timeout, NULL);
+		return EAI_AGAIN;
+	}
+	return 0;
+}
+
+int gai_cancel(struct gaicb *req)
+{
+	ck_assert_ptr_eq(req, dns_req);
+	dns_cancelled = 1;
+	return EAI_CANCELED;
 }
 
 static void fake_stop(struct fake *f)
@@ -383,6 +454,89 @@ START_TEST(each_host_of_a_list_gets_the_whole_connect_timeout)
 }
 END_TEST
 
+START_TEST(each_address_of_a_host_name_gets_the_whole_connect_timeout)
+{
+	struct fake mute, good;
+	struct settings st;
+	struct fg_pg_io io;
+	char err[FG_ERRLEN] = "";
+	PGconn *c;
+	int64_t t0;
+
+	fake_start(&good, FAKE_SILENT);
+	fake_start_at(&mute, FAKE_MUTE, "127.0.0.2", good.port);
+	settings_for(&st, &good);
+	snprintf(st.conninfo, sizeof(st.conninfo),
+	         "host=db.fleet.test port=%d user=u dbname=d sslmode=disable "
+	         "gssencmode=disable",
+	         good.port);
+	dns_mode = DNS_ADDRS;
+	dns_addrs[0] = "127.0.0.2";
+	dns_addrs[1] = "127.0.0.1";
+	dns_addrs[2] = NULL;
+	fg_pg_io_init(&io, -1, &st.s);
+	t0 = fg_mono_ms();
+	c = fg_pg_connect(&st.s, &io, err, sizeof(err));
+	ck_assert_msg(c != NULL, "connect: %s", err);
+	ck_assert_str_eq(dns_asked, "db.fleet.test");
+	/* The first address took the connection and never answered; after
+	 * its timeout the second was tried, under the same name. */
+	ck_assert_int_ge(ms_since(t0), 1900);
+	ck_assert_str_eq(PQhost(c), "db.fleet.test");
+	ck_assert_str_eq(PQhostaddr(c), "127.0.0.1");
+	fg_pg_finish(c);
+
+	/* No address at all: the lookup's error, naming the host. */
+	dns_addrs[0] = NULL;
+	ck_assert_ptr_null(fg_pg_connect(&st.s, &io, err, sizeof(err)));
+	ck_assert_msg(strstr(err, "host db.fleet.test: cannot resolve "
+	                          "db.fleet.test") != NULL,
+	              "%s", err);
+	fake_stop(&mute);
+	fake_stop(&good);
+}
+END_TEST
+
+START_TEST(a_lookup_that_never_ends_is_given_up)
+{
+	struct settings st;
+	struct fg_pg_io io;
+	struct later l;
+	char err[FG_ERRLEN] = "";
+	struct fake f;
+	int64_t t0;
+
+	fake_start(&f, FAKE_SILENT);
+	settings_for(&st, &f);
+	snprintf(st.conninfo, sizeof(st.conninfo),
+	         "host=db.fleet.test port=%d user=u dbname=d sslmode=disable",
+	         f.port);
+	dns_mode = DNS_HANG;
+	dns_cancelled = 0;
+	fg_pg_io_init(&io, -1, &st.s);
+	t0 = fg_mono_ms();
+	ck_assert_ptr_null(fg_pg_connect(&st.s, &io, err, sizeof(err)));
+	ck_assert_int_ge(ms_since(t0), 1900);
+	ck_assert_msg(strstr(err, "timeout expired resolving db.fleet.test") !=
+	                  NULL,
+	              "%s", err);
+	ck_assert(dns_cancelled);
+
+	/* With no timeout, an abort ends it. */
+	dns_cancelled = 0;
+	st.s.connect_timeout_s = 0;
+	later_start(&l, 150);
+	fg_pg_io_init(&io, l.pipe[0], &st.s);
+	t0 = fg_mono_ms();
+	ck_assert_ptr_null(fg_pg_connect(&st.s, &io, err, sizeof(err)));
+	ck_assert_int_lt(ms_since(t0), 1900);
+	ck_assert_str_eq(err, "stopped while connecting to the database");
+	ck_assert(dns_cancelled);
+	later_end(&l);
+	fake_stop(&f);
+}
+END_TEST
+
 START_TEST(copy_to_a_server_that_stops_reading_ends)
 {
 	struct fake f;
@@ -438,6 +592,9 @@ static Suite *suite(void)
 	tcase_add_test(tc, a_query_gives_up_when_aborted);
 	tcase_add_test(tc, copy_to_a_server_that_stops_reading_ends);
 	tcase_add_test(tc, each_host_of_a_list_gets_the_whole_connect_timeout);
+	tcase_add_test(
+	    tc, each_address_of_a_host_name_gets_the_whole_connect_timeout);
+	tcase_add_test(tc, a_lookup_that_never_ends_is_given_up);
 	suite_add_tcase(s, tc);
 	return s;
 }
