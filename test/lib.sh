@@ -367,9 +367,12 @@ fg__pg_ctl() {
 	fi
 }
 
-# fg_pg_stop: stops the cluster (fast shutdown: sessions are cut).
+# fg_pg_stop: stops the cluster (fast shutdown: sessions are cut). A
+# frozen cluster (fg_pg_freeze) is resumed first, so that a script that
+# ends between a freeze and its thaw leaves no server behind.
 fg_pg_stop() {
 	[[ -n $FG_PG_DIR ]] || return 0
+	[[ -f $FG_PG_DIR/data/postmaster.pid ]] && fg_pg_thaw
 	pg_cluster_stop "$FG_PG_DIR" || return 1
 	FG_PG_RUNNING=0
 }

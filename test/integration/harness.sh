@@ -164,3 +164,18 @@ ok '! fg_psql_super "select 1" 2>/dev/null' "fg_pg_stop stops the server"
 fg_pg_resume || fail "fg_pg_resume"
 is "$(fg_psql_super "select count(*) from fleetgate.devices")" 2 \
 	"fg_pg_resume starts it again on the same port"
+# A script that ends while the cluster is frozen must not leave it behind.
+read -r pm <"$FG_PG_DIR/data/postmaster.pid"
+fg_pg_freeze
+if fg_pg_stop; then
+	pass "fg_pg_stop stops a frozen cluster"
+else
+	fail "fg_pg_stop stops a frozen cluster"
+fi
+# (A zombie is gone: it waits only for this shell to collect it.)
+running() {
+	local st
+	st=$(ps -o stat= -p "$1" 2>/dev/null) && [[ $st != Z* ]]
+}
+ok '! running "$pm"' "... and its postmaster is gone"
+fg_pg_resume || fail "fg_pg_resume after a frozen stop"
