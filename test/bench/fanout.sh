@@ -25,6 +25,13 @@
 #           the benchmark's accounts use and the rest for other devices,
 #           accounts, roles and municipalities, all added with
 #           fleetgate.add_acl_rule in one transaction
+#   MODE-tc any of the above with glibc's thread cache enlarged
+#           (GLIBC_TUNABLES=$FANOUT_TCACHE, in the broker's environment
+#           only): each of the 50 deliveries of a message allocates a
+#           packet of one size, more than the 7 a cache bin holds by
+#           default, and a broker with threads takes the arena lock for
+#           each one the cache misses. Not in the defaults; for example
+#           FANOUT_MODES="bare bare-tc acl acl-tc"
 #   dynsec  mosquitto_dynamic_security.so with a pre-written JSON file:
 #           the same clients and the same grants as roles, with about as
 #           many ACL entries in all (dynamic security has no %m, %u or %c:
@@ -55,7 +62,8 @@
 # Environment: FANOUT_ROUNDS (8), FANOUT_SECONDS (2), FANOUT_WARMUP (0.5),
 # FANOUT_SUBSCRIBERS (50), FANOUT_RULES (1000), FANOUT_WINDOW (200),
 # FANOUT_NICE (19), FANOUT_MODES ("bare thread auth acl dynsec", any subset),
-# FANOUT_QOS ("0 1"), FANOUT_NODELAY (0), FANOUT_DYNSEC (the plugin's
+# FANOUT_QOS ("0 1"), FANOUT_NODELAY (0), FANOUT_TCACHE
+# (glibc.malloc.tcache_count=1024), FANOUT_DYNSEC (the plugin's
 # path), and lib.sh's FG_BUILD, FG_KEEP. About 4 minutes with the
 # defaults.
 # Exit status: 0 when every check passed, 1 otherwise.
@@ -77,6 +85,7 @@ bench_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 : "${FANOUT_QOS:=0 1}"
 : "${FANOUT_NODELAY:=0}"
 : "${FANOUT_DYNSEC:=/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so}"
+: "${FANOUT_TCACHE:=glibc.malloc.tcache_count=1024}"
 tool=$FG_BUILD/tools/fg_fanout
 read -r -a modes <<<"$FANOUT_MODES"
 read -r -a qos_list <<<"$FANOUT_QOS"
@@ -97,7 +106,7 @@ filler_munis=40
 fg_setup
 [[ -x $tool ]] || fg_bail "$tool not built: run make"
 for mode in "${modes[@]}"; do
-	case $mode in
+	case ${mode%-tc} in
 	bare | thread) ;;
 	auth)
 		[[ -f $FG_BUILD/fleetgate_auth.so ]] ||
@@ -122,6 +131,11 @@ say() {
 
 has_mode() {
 	[[ " ${modes[*]} " == *" $1 "* ]]
+}
+
+# has_base MODE: MODE or MODE-tc runs.
+has_base() {
+	has_mode "$1" || has_mode "$1-tc"
 }
 
 # filler I: the I-th filler rule (0-based), in f_kind, f_subject, f_muni
@@ -329,13 +343,14 @@ fanout__ready() {
 # listener on loopback and the logging of a production broker. Sets
 # BENCH_PID[MODE] and BENCH_PORT[MODE].
 fanout_broker_start() {
-	local mode=$1 bport pid
+	local mode=$1 base=${1%-tc} bport pid
 	local conf=$FG_TMP/$mode.conf log=$FG_TMP/$mode.log
+	local -a env=()
 	fg_free_port bport || return 1
 	{
 		echo "# fleetgate fan-out benchmark broker ($mode)"
 		echo "per_listener_settings false"
-		if [[ $mode == bare || $mode == thread ]]; then
+		if [[ $base == bare || $base == thread ]]; then
 			echo "allow_anonymous true"
 		else
 			echo "allow_anonymous false"
@@ -356,7 +371,7 @@ fanout_broker_start() {
 		if [[ $FANOUT_NODELAY == 1 ]]; then
 			echo "set_tcp_nodelay true"
 		fi
-		case $mode in
+		case $base in
 		thread)
 			echo
 			echo "plugin $FG_TMP/fg_threadbase.so"
@@ -367,7 +382,7 @@ fanout_broker_start() {
 			echo "plugin_opt_db_conninfo host=$PGHOST port=$PGPORT dbname=$PGDATABASE user=fg_broker"
 			echo "plugin_opt_snapshot_file $FG_TMP/$mode.snapshot"
 			echo "plugin_opt_broker_id $mode"
-			if [[ $mode == acl ]]; then
+			if [[ $base == acl ]]; then
 				echo "plugin $FG_BUILD/fleetgate_acl.so"
 			fi
 			;;
@@ -378,7 +393,10 @@ fanout_broker_start() {
 			;;
 		esac
 	} >"$conf"
-	mosquitto -c "$conf" >"$FG_TMP/$mode.stdout" 2>&1 &
+	if [[ $mode != "$base" ]]; then
+		env=(env "GLIBC_TUNABLES=$FANOUT_TCACHE")
+	fi
+	"${env[@]}" mosquitto -c "$conf" >"$FG_TMP/$mode.stdout" 2>&1 &
 	pid=$!
 	fg_track "$pid"
 	BENCH_PID[$mode]=$pid
@@ -388,7 +406,7 @@ fanout_broker_start() {
 		tail -n 20 "$FG_TMP/$mode.stdout" "$log" >&2 2>/dev/null
 		return 1
 	fi
-	if [[ $mode == auth || $mode == acl ]] &&
+	if [[ $base == auth || $base == acl ]] &&
 		! fg_wait_until 10 grep -q 'registry loaded from database' "$log"; then
 		echo "broker $mode did not load the registry:" >&2
 		tail -n 20 "$log" >&2
@@ -448,7 +466,7 @@ cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 say "machine: $(nproc) CPUs, $cpu_model, $(mosquitto -h 2>/dev/null | head -n 1)"
 
 t0=$(fg_now_ms)
-if has_mode acl || has_mode auth; then
+if has_base acl || has_base auth; then
 	fg_pg_start || fg_bail "PostgreSQL did not start"
 	hash=$(fg_passwd_hash x "$password") || fg_bail "mosquitto_passwd failed"
 	fanout_sql "$hash" >"$FG_TMP/registry.sql"
@@ -467,7 +485,7 @@ if has_mode dynsec; then
 		"$(grep -c '"rolename": "[^"]*", "acls"' "$FG_TMP/dynsec.json") roles," \
 		"the same clients; every default access denied but unsubscribe"
 fi
-if has_mode thread; then
+if has_base thread; then
 	cc -shared -fPIC -O2 -o "$FG_TMP/fg_threadbase.so" \
 		"$bench_dir/thread/fg_threadbase.c" >"$FG_TMP/threadbase.build" 2>&1 ||
 		fg_bail "the thread plugin did not build: $(head -n 3 "$FG_TMP/threadbase.build")"
@@ -530,6 +548,16 @@ for mode in bare thread auth dynsec; do
 done
 if has_mode thread && has_mode bare; then
 	pairs+=("thread/bare")
+fi
+# With the larger thread cache: against the same broker without it, and
+# acl against bare both with it.
+for mode in bare thread acl; do
+	if has_mode "$mode-tc" && has_mode "$mode"; then
+		pairs+=("$mode-tc/$mode")
+	fi
+done
+if has_mode acl-tc && has_mode bare-tc; then
+	pairs+=("acl-tc/bare-tc")
 fi
 
 declare -A rate=() ns=() all_rate=() all_prate=() all_ns=() all_main=()
