@@ -167,6 +167,42 @@ void fg_worker_begin(const char *name, const int *keep, size_t nkeep)
 		close_listed(keep, nkeep);
 }
 
+int fg_buf_reserve(struct fg_buf *b, size_t more)
+{
+	size_t cap;
+	char *p;
+
+	if (b->failed)
+		return -1;
+	if (b->len + more <= b->cap)
+		return 0;
+	for (cap = b->cap ? b->cap : 256; cap < b->len + more; cap *= 2)
+		;
+	p = realloc(b->p, cap);
+	if (p == NULL) {
+		b->failed = true;
+		return -1;
+	}
+	b->p = p;
+	b->cap = cap;
+	return 0;
+}
+
+int fg_buf_add(struct fg_buf *b, const void *p, size_t n)
+{
+	if (fg_buf_reserve(b, n) != 0)
+		return -1;
+	memcpy(b->p + b->len, p, n);
+	b->len += n;
+	return 0;
+}
+
+void fg_buf_clear(struct fg_buf *b)
+{
+	b->len = 0;
+	b->failed = false;
+}
+
 bool fg_tick_due(int64_t *last)
 {
 	struct timespec ts;

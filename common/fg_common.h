@@ -73,6 +73,24 @@ FG_API char *fg_strdup_or_null(const char *s, bool *failed);
  */
 FG_API int fg_grow(void *arr, size_t *cap, size_t n, size_t elem);
 
+/*
+ * A growing byte buffer (zero-initialised to start). An allocation that
+ * fails sets failed (as a caller may, for an error of its own); from then
+ * on every add fails and changes nothing,
+ * so that a run of adds needs one check at its end. fg_buf_clear empties
+ * the buffer (keeping its memory) and forgets a failure.
+ */
+struct fg_buf {
+	char *p;
+	size_t len, cap;
+	bool failed;
+};
+/* Room for more bytes after len: 0, or -1 when out of memory. */
+FG_API int fg_buf_reserve(struct fg_buf *b, size_t more);
+/* Append n bytes: 0, or -1 when out of memory. */
+FG_API int fg_buf_add(struct fg_buf *b, const void *p, size_t n);
+FG_API void fg_buf_clear(struct fg_buf *b);
+
 /* 64-bit FNV-1a hash of a string, for hash tables and change detection;
  * fg_hash_bytes: the same of len bytes (fg_hash_str(s) equals
  * fg_hash_bytes(s, strlen(s))). */

@@ -252,20 +252,6 @@ static int timeout_ms_of(const char *text, int ours_s)
 	return s > INT_MAX / 1000 ? INT_MAX : (int)s * 1000;
 }
 
-/* The connect timeout in force for conn (conninfo may override ours). */
-static int connect_timeout_ms(PGconn *conn, int ours_s)
-{
-	PQconninfoOption *opts = PQconninfo(conn), *o;
-	int ms = timeout_ms_of(NULL, ours_s);
-
-	for (o = opts; o != NULL && o->keyword != NULL; o++)
-		if (strcmp(o->keyword, "connect_timeout") == 0 &&
-		    o->val != NULL && o->val[0] != '\0')
-			ms = timeout_ms_of(o->val, ours_s);
-	PQconninfoFree(opts);
-	return ms;
-}
-
 /* Drive the connection attempt to its end. 0, or -1 with err set. */
 static int connect_poll(PGconn *conn, const struct fg_pg_io *io, int timeout_ms,
                         char *err, size_t errlen)
@@ -306,10 +292,11 @@ static int connect_poll(PGconn *conn, const struct fg_pg_io *io, int timeout_ms,
  * One connection attempt: our defaults, then the user's conninfo
  * (expanded from dbname, so anything it sets wins), then the overrides
  * (host, hostaddr, port; NULL: none) that pick one host of a list.
+ * timeout_ms bounds the attempt (0: no bound).
  */
 static PGconn *connect_one(const struct fg_pg_settings *s,
                            const struct fg_pg_io *io, const char *const over[3],
-                           char *err, size_t errlen)
+                           int timeout_ms, char *err, size_t errlen)
 {
 	char timeout[16], st[64], line[256];
 	PGconn *conn;
@@ -349,9 +336,7 @@ static PGconn *connect_one(const struct fg_pg_settings *s,
 		return NULL;
 	}
 	if (PQstatus(conn) == CONNECTION_BAD ||
-	    connect_poll(conn, io,
-	                 connect_timeout_ms(conn, s->connect_timeout_s), err,
-	                 errlen) != 0) {
+	    connect_poll(conn, io, timeout_ms, err, errlen) != 0) {
 		if (PQstatus(conn) == CONNECTION_BAD)
 			fg_seterr(err, errlen, "%s",
 			          fg_pg_error(conn, line, sizeof(line)));
@@ -541,8 +526,8 @@ static PGconn *connect_host(const struct fg_pg_settings *s,
 	PGconn *conn = NULL;
 
 	if (over[1] != NULL || !is_host_name(over[0])) {
-		conn = connect_one(s, io, (const char *const *)over, one,
-		                   sizeof(one));
+		conn = connect_one(s, io, (const char *const *)over, timeout_ms,
+		                   one, sizeof(one));
 		if (conn == NULL)
 			add_error(err, errlen, used, name ? name : "default",
 			          one);
@@ -566,7 +551,8 @@ static PGconn *connect_host(const struct fg_pg_settings *s,
 				break;
 		if (seen != ai)
 			continue;
-		conn = connect_one(s, io, attempt, one, sizeof(one));
+		conn =
+		    connect_one(s, io, attempt, timeout_ms, one, sizeof(one));
 		if (conn == NULL) {
 			snprintf(what, sizeof(what), "%.100s (%s)", over[0],
 			         ip);
@@ -615,7 +601,7 @@ PGconn *fg_pg_connect(const struct fg_pg_settings *s, const struct fg_pg_io *io,
 	n = nhost > naddr ? nhost : naddr;
 	if (mine == NULL || n < 1 || empty || (nhost != 0 && nhost != n) ||
 	    (naddr != 0 && naddr != n) || (nport > 1 && nport != n)) {
-		conn = connect_one(s, io, NULL, err, errlen);
+		conn = connect_one(s, io, NULL, timeout_ms, err, errlen);
 		goto out;
 	}
 	if (err != NULL && errlen > 0)

@@ -47,42 +47,18 @@ static void sha256_hex(const char *data, size_t len, char out[65])
  * several times the registry's own size, and most of the time the file
  * takes. It is read back with cJSON (fg_registry_load).
  */
-struct body {
-	char *p;
-	size_t len, cap;
-	bool failed; /* out of memory, or a required field missing */
-};
-
-static void put(struct body *b, const char *s, size_t n)
+static void put(struct fg_buf *b, const char *s, size_t n)
 {
-	if (b->failed)
-		return;
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 65536;
-		char *p;
-
-		while (cap < b->len + n + 1)
-			cap *= 2;
-		p = realloc(b->p, cap);
-		if (p == NULL) {
-			b->failed = true;
-			return;
-		}
-		b->p = p;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
+	(void)fg_buf_add(b, s, n); /* a failure stays in b->failed */
 }
 
-static void put_raw(struct body *b, const char *s)
+static void put_raw(struct fg_buf *b, const char *s)
 {
 	put(b, s, strlen(s));
 }
 
 /* A JSON string; NULL is null when nullable, and a failure otherwise. */
-static void put_str(struct body *b, const char *s, bool nullable)
+static void put_str(struct fg_buf *b, const char *s, bool nullable)
 {
 	static const char hex[] = "0123456789abcdef";
 	const unsigned char *u = (const unsigned char *)s;
@@ -133,25 +109,25 @@ static void put_str(struct body *b, const char *s, bool nullable)
 	put(b, "\"", 1);
 }
 
-static void put_int(struct body *b, int64_t v)
+static void put_int(struct fg_buf *b, int64_t v)
 {
 	char num[24];
 
 	put(b, num, (size_t)snprintf(num, sizeof(num), "%" PRId64, v));
 }
 
-static void put_bool(struct body *b, bool v)
+static void put_bool(struct fg_buf *b, bool v)
 {
 	put_raw(b, v ? "true" : "false");
 }
 
 /* Before the first row of an array "[", before the others ",". */
-static void row_start(struct body *b, size_t i)
+static void row_start(struct fg_buf *b, size_t i)
 {
 	put_raw(b, i == 0 ? "[" : ",[");
 }
 
-static void registry_body(const struct fg_registry *reg, struct body *b)
+static void registry_body(const struct fg_registry *reg, struct fg_buf *b)
 {
 	const struct fg_device *dev = fg_registry__devices(reg);
 	const struct fg_cert *crt = fg_registry__certs(reg);
@@ -270,7 +246,7 @@ int fg_registry_save(const struct fg_registry *reg, const char *path, char *err,
                      size_t errlen)
 {
 	char tmp[4096], header[128], sum[65];
-	struct body b = {NULL, 0, 0, false};
+	struct fg_buf b = {0};
 	const char *body;
 	int fd = -1, rc = -1;
 	size_t len;

@@ -431,8 +431,8 @@ static void *loader_main(void *arg)
 			sy->was_connected = 1;
 			sy->conn_throttle.last_ms = 0;
 		}
-		rc = wait_fd(sy, PQsocket(sy->conn),
-		             sy->unsaved != NULL ? SNAPSHOT_IDLE_MS : 1000);
+		/* Also the pace of the periodic reload's check. */
+		rc = wait_fd(sy, PQsocket(sy->conn), SNAPSHOT_IDLE_MS);
 		if (rc < 0)
 			break;
 		/* Quiet for SNAPSHOT_IDLE_MS, or changing for too long. */

@@ -251,67 +251,38 @@ static int compile(struct acl_rules *c, const struct fg_registry *reg,
 	return 0;
 }
 
-/* A growing byte string, for the sharing key. */
-struct key_buf {
-	char *p;
-	size_t len, cap;
-	bool oom;
-};
-
-static void key_add(struct key_buf *k, const void *data, size_t n)
-{
-	if (k->oom)
-		return;
-	if (k->len + n > k->cap) {
-		size_t cap = k->cap ? k->cap : 256;
-		char *np;
-
-		while (cap < k->len + n)
-			cap *= 2;
-		np = realloc(k->p, cap);
-		if (np == NULL) {
-			k->oom = true;
-			return;
-		}
-		k->p = np;
-		k->cap = cap;
-	}
-	memcpy(k->p + k->len, data, n);
-	k->len += n;
-}
-
-static void key_str(struct key_buf *k, const char *s)
+static void key_str(struct fg_buf *k, const char *s)
 {
 	if (s == NULL)
-		key_add(k, "\1", 1); /* absent differs from "" */
+		fg_buf_add(k, "\1", 1); /* absent differs from "" */
 	else
-		key_add(k, s, strlen(s) + 1);
+		fg_buf_add(k, s, strlen(s) + 1);
 }
 
 /* Everything the answers depend on, serialised unambiguously: the
  * configuration, the isolation inputs and the sorted rule lists. */
 static int make_key(struct acl_rules *c)
 {
-	struct key_buf k = {0};
+	struct fg_buf k = {0};
 	int v[3] = {c->cfg.isolation, c->cfg.municipality_level,
 	            c->cfg.cache_size};
 
-	key_add(&k, v, sizeof(v));
-	key_add(&k, &c->cross_municipality, 1);
+	fg_buf_add(&k, v, sizeof(v));
+	fg_buf_add(&k, &c->cross_municipality, 1);
 	key_str(&k, c->municipality);
 	for (size_t l = 0; l < 3; l++) {
 		size_t n = c->lists[l].n;
 
-		key_add(&k, &n, sizeof(n));
+		fg_buf_add(&k, &n, sizeof(n));
 		for (size_t i = 0; i < n; i++) {
 			const struct crule *r = &c->lists[l].v[i];
 
-			key_add(&k, &r->priority, sizeof(r->priority));
-			key_add(&k, &r->allow, 1);
+			fg_buf_add(&k, &r->priority, sizeof(r->priority));
+			fg_buf_add(&k, &r->allow, 1);
 			key_str(&k, r->pattern);
 		}
 	}
-	if (k.oom) {
+	if (k.failed) {
 		free(k.p);
 		return -1;
 	}

@@ -71,11 +71,6 @@ struct ts_cache {
 	size_t len;
 };
 
-struct buf {
-	char *p;
-	size_t len, cap;
-};
-
 struct writer {
 	struct writer_settings s;
 	char *conninfo, *broker_id;
@@ -93,8 +88,8 @@ struct writer {
 	uint64_t stored_upto; /* entries <= are in the database */
 	int64_t partitions_at_ms;
 	struct journal_cursor cur;
-	struct buf copy, audit;
-	struct buf broker_id_copy; /* the broker id as a COPY field */
+	struct fg_buf copy, audit;
+	struct fg_buf broker_id_copy; /* the broker id as a COPY field */
 	struct ts_cache recv_cache, meas_cache;
 	struct fg_throttle down_throttle;
 	bool was_down;
@@ -103,30 +98,6 @@ struct writer {
 enum send_result { SEND_OK, SEND_RETRY, SEND_DATA };
 
 /* Buffers ----------------------------------------------------------------- */
-
-static int buf_reserve(struct buf *b, size_t more)
-{
-	if (b->len + more <= b->cap)
-		return 0;
-	size_t cap = b->cap ? b->cap : 65536;
-	while (cap < b->len + more)
-		cap *= 2;
-	char *p = realloc(b->p, cap);
-	if (p == NULL)
-		return -1;
-	b->p = p;
-	b->cap = cap;
-	return 0;
-}
-
-static int buf_add(struct buf *b, const void *p, size_t len)
-{
-	if (buf_reserve(b, len) != 0)
-		return -1;
-	memcpy(b->p + b->len, p, len);
-	b->len += len;
-	return 0;
-}
 
 /* Bytes COPY's text format escapes, and the letter after the backslash. */
 static const char copy_escape[256] = {
@@ -139,12 +110,12 @@ static const char copy_escape[256] = {
 /* A field for COPY's text format: backslash, tab, newline and carriage
  * return escaped; absent is \N. Followed by sep. Runs of ordinary bytes
  * are copied whole: the writer formats every stored reading. */
-static int copy_field(struct buf *b, const struct journal_bytes *f, char sep)
+static int copy_field(struct fg_buf *b, const struct journal_bytes *f, char sep)
 {
 	const unsigned char *s = f->p;
 	uint32_t i = 0, run;
 
-	if (buf_reserve(b, (size_t)f->len * 2 + 3) != 0)
+	if (fg_buf_reserve(b, (size_t)f->len * 2 + 3) != 0)
 		return -1;
 	if (s == NULL) {
 		memcpy(b->p + b->len, "\\N", 2);
@@ -220,7 +191,8 @@ static int copy_line(struct writer *w, const struct journal_record *r)
 	char head[128];
 	size_t n;
 
-	if (buf_add(&w->copy, w->broker_id_copy.p, w->broker_id_copy.len) != 0)
+	if (fg_buf_add(&w->copy, w->broker_id_copy.p, w->broker_id_copy.len) !=
+	    0)
 		return -1;
 	n = format_u64(r->seq, head);
 	head[n++] = '\t';
@@ -228,7 +200,7 @@ static int copy_line(struct writer *w, const struct journal_record *r)
 	head[n++] = '\t';
 	n += format_ts_cached(&w->meas_cache, r->measured_ms, head + n);
 	head[n++] = '\t';
-	if (buf_add(&w->copy, head, n) != 0)
+	if (fg_buf_add(&w->copy, head, n) != 0)
 		return -1;
 	for (int i = JF_DEVICE; i <= JF_PAYLOAD; i++)
 		if (copy_field(&w->copy, &r->f[i],
@@ -466,7 +438,7 @@ static enum send_result push_copy(struct writer *w)
 		log_db_error(w, "COPY data", NULL);
 		return SEND_RETRY;
 	}
-	w->copy.len = 0;
+	fg_buf_clear(&w->copy);
 	return SEND_OK;
 }
 
@@ -535,9 +507,9 @@ static enum send_result add_entry(struct writer *w, struct batch *b,
 			sr = push_copy(w);
 		b->readings++;
 	} else {
-		if ((b->audits > 0 && buf_add(&w->audit, ",", 1) != 0) ||
-		    buf_add(&w->audit, r->f[JF_PAYLOAD].p,
-		            r->f[JF_PAYLOAD].len) != 0)
+		if ((b->audits > 0 && fg_buf_add(&w->audit, ",", 1) != 0) ||
+		    fg_buf_add(&w->audit, r->f[JF_PAYLOAD].p,
+		               r->f[JF_PAYLOAD].len) != 0)
 			sr = SEND_RETRY;
 		b->audits++;
 	}
@@ -561,9 +533,9 @@ static enum send_result send_batch(struct writer *w, struct batch *b)
 
 	memset(b, 0, sizeof(*b));
 	b->start = b->end = w->cur;
-	w->copy.len = 0;
-	w->audit.len = 0;
-	buf_add(&w->audit, "[", 1);
+	fg_buf_clear(&w->copy);
+	fg_buf_clear(&w->audit);
+	fg_buf_add(&w->audit, "[", 1);
 	while (sr == SEND_OK && b->entries < (size_t)w->s.batch_rows) {
 		int got = journal_next(w->j, &b->end, &r, err, sizeof(err));
 
@@ -591,7 +563,8 @@ static enum send_result send_batch(struct writer *w, struct batch *b)
 	if (!in_tx)
 		return sr;
 	if (sr == SEND_OK && b->audits > 0 &&
-	    (buf_add(&w->audit, "]", 2) != 0 || (sr = put_audit(w)) != SEND_OK))
+	    (fg_buf_add(&w->audit, "]", 2) != 0 ||
+	     (sr = put_audit(w)) != SEND_OK))
 		sr = sr == SEND_OK ? SEND_RETRY : sr;
 	if (sr == SEND_OK)
 		sr = put_progress(w, b->last_seq);
@@ -713,10 +686,11 @@ static enum send_result one_audit(struct writer *w,
 {
 	enum send_result sr;
 
-	w->audit.len = 0;
-	if (buf_add(&w->audit, "[", 1) != 0 ||
-	    buf_add(&w->audit, r->f[JF_PAYLOAD].p, r->f[JF_PAYLOAD].len) != 0 ||
-	    buf_add(&w->audit, "]", 2) != 0)
+	fg_buf_clear(&w->audit);
+	if (fg_buf_add(&w->audit, "[", 1) != 0 ||
+	    fg_buf_add(&w->audit, r->f[JF_PAYLOAD].p, r->f[JF_PAYLOAD].len) !=
+	        0 ||
+	    fg_buf_add(&w->audit, "]", 2) != 0)
 		return SEND_RETRY;
 	if (exec_step(w, "SAVEPOINT one", "SAVEPOINT") != SEND_OK)
 		return SEND_RETRY;
