@@ -77,6 +77,9 @@ struct journal {
 	unsigned char *dbuf, *ebuf;
 	size_t dlen, dcap, ecap;
 	uint64_t dfirst, dlast;
+	/* disk_bytes as of the broker's last look: never below it, since
+	 * only the broker adds to it, so an append that fits this fits. */
+	uint64_t disk_seen;
 
 	/* writer thread */
 	int rfd;
@@ -788,6 +791,7 @@ struct journal *journal_open(const struct journal_settings *s,
 		goto fail;
 	j->appended_seq = j->next_seq - 1;
 	j->sync_from = j->nsegs > 0 ? j->segs[0].id : 0;
+	j->disk_seen = j->disk_bytes;
 	return j;
 fail:
 	journal_close(j);
@@ -996,6 +1000,7 @@ static int write_out(struct journal *j, const struct iovec *iov, int n,
 	pthread_mutex_lock(&j->lock);
 	j->segs[j->nsegs - 1].size += total;
 	j->disk_bytes += total;
+	j->disk_seen = j->disk_bytes;
 	j->pf_written = at;
 	if (last > j->appended_seq)
 		j->appended_seq = last;
@@ -1027,14 +1032,18 @@ static int reserve(unsigned char **buf, size_t *cap, size_t need)
 	return 0;
 }
 
+/* Broker thread. The lock is taken only when the bytes seen at the last
+ * append leave no room: the writer may have deleted segments since. */
 static bool room_for(struct journal *j, size_t bytes)
 {
-	bool ok;
+	uint64_t budget = j->s.budget_bytes;
 
+	if (j->disk_seen + j->dlen + bytes <= budget)
+		return true;
 	pthread_mutex_lock(&j->lock);
-	ok = j->disk_bytes + j->dlen + bytes <= j->s.budget_bytes;
+	j->disk_seen = j->disk_bytes;
 	pthread_mutex_unlock(&j->lock);
-	return ok;
+	return j->disk_seen + j->dlen + bytes <= budget;
 }
 
 bool journal_has_room(struct journal *j, size_t payload_len)

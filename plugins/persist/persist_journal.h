@@ -118,7 +118,8 @@ int journal_append(struct journal *j, struct journal_record *r, bool defer,
                    char *err, size_t errlen);
 /* Write deferred entries. Returns 0, or -1 with err set. */
 int journal_flush(struct journal *j, char *err, size_t errlen);
-/* Would an entry of this size fit in the budget now? */
+/* Would an entry of this size fit in the budget now? Broker thread, as
+ * journal_append and journal_flush. */
 bool journal_has_room(struct journal *j, size_t payload_len);
 
 /* Where the writer is; starts before the first entry on disk. */

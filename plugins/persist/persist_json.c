@@ -67,6 +67,36 @@ static const unsigned char str_plain[256] = {
     /* 0x80-0xff are zero: multi-byte UTF-8, checked one by one */
 };
 
+/*
+ * Skip the plain bytes (str_plain) of a string, eight at a time while a
+ * whole word is plain, then byte by byte up to the first that is not.
+ * A word is plain when none of its bytes is '"', '\\', below 0x20 or at
+ * or above 0x80; each test below is the classic "has a zero byte" one,
+ * exact as to whether such a byte exists (it may misplace it, which does
+ * not matter: the byte loop finds it).
+ */
+static const unsigned char *skip_plain(const unsigned char *p,
+                                       const unsigned char *end)
+{
+	const uint64_t ones = 0x0101010101010101u, highs = ones * 0x80u;
+
+	while ((size_t)(end - p) >= 8) {
+		uint64_t w, quote, bslash;
+
+		memcpy(&w, p, 8);
+		quote = w ^ (ones * '"');
+		bslash = w ^ (ones * '\\');
+		if ((((quote - ones) & ~quote) | ((bslash - ones) & ~bslash) |
+		     (w - ones * 0x20u) | w) &
+		    highs)
+			break;
+		p += 8;
+	}
+	while (p < end && str_plain[*p])
+		p++;
+	return p;
+}
+
 static const unsigned char *fail(struct pj_ctx *c, const unsigned char *at,
                                  const char *reason)
 {
@@ -265,8 +295,7 @@ static const unsigned char *scan_string(struct pj_ctx *c,
 	for (;;) {
 		size_t n;
 
-		while (p < end && str_plain[*p])
-			p++;
+		p = skip_plain(p, end);
 		if (p == end)
 			return fail(c, p, "not JSON");
 		if (*p == '"') {

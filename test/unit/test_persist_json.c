@@ -652,6 +652,66 @@ static size_t mutate(char *buf, size_t len, size_t cap)
 	}
 }
 
+/*
+ * Strings are skipped eight bytes at a time while no byte needs a look:
+ * every byte value, at every position of a string long enough for several
+ * words and a tail, and at every alignment of the string's start, must
+ * get the verdict, reason and offset a byte-by-byte reading gives.
+ */
+START_TEST(every_byte_at_every_string_position_gets_its_verdict)
+{
+	char buf[64];
+	int checked = 0;
+
+	for (int b = 1; b < 256; b++) {
+		for (size_t lead = 0; lead < 8; lead++) {
+			for (size_t at = 0; at < 27; at++) {
+				size_t open = 6 + lead, n;
+				struct pj_result r;
+				const char *want = NULL;
+				int rc;
+
+				/* {"k":"<lead pad>aaaa...X...aaaa"}, with
+				 * an 'a' after X (a backslash escapes it) */
+				memcpy(buf, "{\"k\":\"", 6);
+				memset(buf + 6, 'a', lead + 28);
+				buf[open + at] = (char)b;
+				n = open + 28;
+				memcpy(buf + n, "\"}", 2);
+				n += 2;
+				if (b < 0x20)
+					want = "control character";
+				else if (b >= 0x80)
+					want = "invalid UTF-8";
+				else if (b == '\\')
+					want = "invalid escape";
+				rc = pj_validate(buf, n, &LIMITS, &r);
+				if (b == '"') {
+					/* ends the string early: the rest is
+					 * not JSON */
+					ck_assert_int_eq(rc, -1);
+					ck_assert_uint_gt(r.offset, open + at);
+				} else if (want == NULL) {
+					ck_assert_msg(
+					    rc == 0,
+					    "byte 0x%02x at %zu+%zu: %s", b,
+					    lead, at, r.reason);
+				} else {
+					ck_assert_msg(
+					    rc == -1,
+					    "byte 0x%02x at %zu+%zu passed", b,
+					    lead, at);
+					ck_assert_str_eq(r.reason, want);
+					ck_assert_uint_eq(r.offset, open + at);
+				}
+				checked++;
+			}
+		}
+	}
+	ck_assert_int_eq(checked, 255 * 8 * 27);
+}
+END_TEST
+
 START_TEST(random_mutations_never_crash_and_agree_with_cjson)
 {
 	static const char *const reasons[] = {
@@ -802,6 +862,8 @@ static Suite *suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, payloads_get_the_expected_verdict_and_reason);
 	tcase_add_test(tc, null_buffer_and_empty_payload_are_not_json);
+	tcase_add_test(tc,
+	               every_byte_at_every_string_position_gets_its_verdict);
 	tcase_add_test(tc, null_limits_mean_the_defaults);
 	tcase_add_test(tc, nesting_at_the_limit_passes_and_one_deeper_does_not);
 	tcase_add_test(tc,
