@@ -26,7 +26,9 @@ struct fg_runtime {
 	struct fg_sync *sync;
 	struct fg_audit *audit;
 	struct fg_registry *registry;
+	struct fg_withdrawn *withdrawn; /* since registry was read, or NULL */
 	uint64_t generation;
+	uint64_t withdrawn_generation;
 	struct fg_clients *clients;
 	int64_t last_tick_ms;
 	fg_audit_sink_fn sink; /* a durable path for audit events, or NULL */
@@ -402,6 +404,7 @@ void fg_runtime_release(struct fg_runtime *rt)
 		stop_workers(rt);
 		fg_log_shutdown();
 		fg_registry_free(rt->registry);
+		fg_withdrawn_free(rt->withdrawn);
 		fg_clients_free(rt->clients);
 		fg_runtime_config_free(&rt->cfg);
 		fg_runtime_config_free(&rt->given);
@@ -411,9 +414,35 @@ void fg_runtime_release(struct fg_runtime *rt)
 	pthread_mutex_unlock(&runtime_lock);
 }
 
+/* Access withdrawn ahead of the next registry: in force from now until
+ * that registry is installed. */
+static void take_withdrawn(struct fg_runtime *rt, struct fg_withdrawn *wd)
+{
+	if (rt->withdrawn != NULL) {
+		if (fg_withdrawn_merge(rt->withdrawn, wd) != 0) {
+			/* Keep the newer set whole rather than half of both. */
+			fg_withdrawn_free(rt->withdrawn);
+			rt->withdrawn = wd;
+			wd = NULL;
+		}
+		fg_withdrawn_seal(rt->withdrawn);
+		fg_withdrawn_free(wd);
+	} else {
+		rt->withdrawn = wd;
+	}
+	rt->withdrawn_generation++;
+	fg_log(MOSQ_LOG_INFO,
+	       LOG_PREFIX " access withdrawn ahead of the registry reload: "
+	                  "certificates=%zu devices=%zu accounts=%zu",
+	       fg_withdrawn_count(rt->withdrawn, FG_WD_CERT),
+	       fg_withdrawn_count(rt->withdrawn, FG_WD_DEVICE),
+	       fg_withdrawn_count(rt->withdrawn, FG_WD_ACCOUNT));
+}
+
 void fg_runtime_tick(struct fg_runtime *rt)
 {
 	struct fg_registry *fresh;
+	struct fg_withdrawn *wd = NULL;
 	int64_t now;
 
 	if (!fg_tick_due(&rt->last_tick_ms))
@@ -421,7 +450,7 @@ void fg_runtime_tick(struct fg_runtime *rt)
 	now = fg_mono_ms();
 	fg_log_drain();
 	fg_clients_purge(rt->clients, now);
-	fresh = fg_sync_take(rt->sync);
+	fresh = fg_sync_take(rt->sync, &wd);
 	if (fresh != NULL) {
 		int first =
 		    rt->registry == NULL || fg_registry_origin(rt->registry) !=
@@ -432,6 +461,9 @@ void fg_runtime_tick(struct fg_runtime *rt)
 		fg_registry_rules(fresh, &nrules);
 		fg_registry_free(rt->registry);
 		rt->registry = fresh;
+		/* It holds every change the withdrawn set was read from. */
+		fg_withdrawn_free(rt->withdrawn);
+		rt->withdrawn = NULL;
 		rt->generation++;
 		fg_log(first ? MOSQ_LOG_NOTICE : MOSQ_LOG_INFO,
 		       LOG_PREFIX " registry loaded from database "
@@ -442,12 +474,24 @@ void fg_runtime_tick(struct fg_runtime *rt)
 		       fg_registry_account_count(fresh), nrules,
 		       fg_registry_schema_version(fresh));
 	}
+	if (wd != NULL)
+		take_withdrawn(rt, wd);
 	fg_audit_tick(rt->audit);
 }
 
 const struct fg_registry *fg_runtime_registry(struct fg_runtime *rt)
 {
 	return rt->registry;
+}
+
+const struct fg_withdrawn *fg_runtime_withdrawn(struct fg_runtime *rt)
+{
+	return rt->withdrawn;
+}
+
+uint64_t fg_runtime_withdrawn_generation(struct fg_runtime *rt)
+{
+	return rt->withdrawn_generation;
 }
 
 uint64_t fg_runtime_generation(struct fg_runtime *rt)

@@ -16,6 +16,7 @@
 #include "fg_clients.h"
 #include "fg_opts.h"
 #include "fg_registry.h"
+#include "fg_withdrawn.h"
 
 struct fg_runtime_config {
 	char *db;            /* libpq conninfo; NULL: not given */
@@ -61,6 +62,13 @@ FG_API void fg_runtime_tick(struct fg_runtime *rt);
  * that changes whenever it is replaced. Broker thread only. */
 FG_API const struct fg_registry *fg_runtime_registry(struct fg_runtime *rt);
 FG_API uint64_t fg_runtime_generation(struct fg_runtime *rt);
+/* Access withdrawn in the database since the registry was read (NULL:
+ * none); it refuses on top of the registry until the next one is
+ * installed (a new generation). Its own generation counts the sets
+ * taken, so that only the auth plugin, not every cache keyed by the
+ * registry's generation, looks again. */
+FG_API const struct fg_withdrawn *fg_runtime_withdrawn(struct fg_runtime *rt);
+FG_API uint64_t fg_runtime_withdrawn_generation(struct fg_runtime *rt);
 
 FG_API const char *fg_runtime_broker_id(struct fg_runtime *rt);
 /* The effective runtime settings (defaults filled in), for plugins that

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
 #include <mosquitto_broker.h>
 
 #include "fg_log.h"
@@ -26,6 +27,17 @@
  * the flush to disk) would delay a change arriving meanwhile. */
 #define SNAPSHOT_IDLE_MS 1000
 #define SNAPSHOT_MAX_MS 5000
+/* Rows of one table that a burst of notifications may name and still be
+ * read one by one before the full reload (see fg_withdrawn.h); a larger
+ * burst waits for the reload. */
+#define NAMED_MAX 64
+
+/* The rows a burst of notifications named, per fg_withdrawn_kind. */
+struct named {
+	char *keys[FG_WD_KINDS][NAMED_MAX];
+	int n[FG_WD_KINDS];
+	bool overflow[FG_WD_KINDS];
+};
 
 struct fg_sync {
 	struct fg_sync_settings s;
@@ -35,6 +47,7 @@ struct fg_sync {
 
 	pthread_mutex_t lock;
 	struct fg_registry *mailbox;
+	struct fg_withdrawn *withdrawn_box; /* newer than mailbox, if both */
 
 	PGconn *conn; /* loader thread only, like the three below */
 	struct fg_pg_io io;
@@ -42,6 +55,7 @@ struct fg_sync {
 	int64_t unsaved_since;
 	int was_connected;
 	struct fg_throttle conn_throttle;
+	struct named named;
 };
 
 static const char *const LOAD_SQL[] = {
@@ -258,25 +272,52 @@ out:
 	return reg;
 }
 
-/* Hand a loaded registry to the broker thread, replacing one not taken. */
+/* Hand a loaded registry to the broker thread, replacing one not taken.
+ * It holds every change a withdrawn set not yet taken was read from. */
 static void post(struct fg_sync *sy, struct fg_registry *reg)
 {
 	struct fg_registry *old;
+	struct fg_withdrawn *stale;
 
 	pthread_mutex_lock(&sy->lock);
 	old = sy->mailbox;
 	sy->mailbox = reg;
+	stale = sy->withdrawn_box;
+	sy->withdrawn_box = NULL;
 	pthread_mutex_unlock(&sy->lock);
 	fg_registry_free(old);
+	fg_withdrawn_free(stale);
 }
 
-struct fg_registry *fg_sync_take(struct fg_sync *sy)
+/* Hand a withdrawn set (sealed) to the broker thread, added to one not
+ * taken yet. Returns 0, or -1 when out of memory (w is freed). */
+static int post_withdrawn(struct fg_sync *sy, struct fg_withdrawn *w)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&sy->lock);
+	if (sy->withdrawn_box == NULL) {
+		sy->withdrawn_box = w;
+		w = NULL;
+	} else if (fg_withdrawn_merge(sy->withdrawn_box, w) == 0) {
+		fg_withdrawn_seal(sy->withdrawn_box);
+	} else {
+		rc = -1;
+	}
+	pthread_mutex_unlock(&sy->lock);
+	fg_withdrawn_free(w);
+	return rc;
+}
+
+struct fg_registry *fg_sync_take(struct fg_sync *sy, struct fg_withdrawn **w)
 {
 	struct fg_registry *reg;
 
 	pthread_mutex_lock(&sy->lock);
 	reg = sy->mailbox;
 	sy->mailbox = NULL;
+	*w = sy->withdrawn_box;
+	sy->withdrawn_box = NULL;
 	pthread_mutex_unlock(&sy->lock);
 	return reg;
 }
@@ -382,6 +423,44 @@ static void save_snapshot(struct fg_sync *sy, bool force)
 	sy->unsaved = NULL;
 }
 
+static void named_clear(struct named *nm)
+{
+	for (int k = 0; k < FG_WD_KINDS; k++) {
+		for (int i = 0; i < nm->n[k]; i++)
+			free(nm->keys[k][i]);
+		nm->n[k] = 0;
+		nm->overflow[k] = false;
+	}
+}
+
+/* Note the row a notification names ({"table": ..., "id": ...}, see
+ * fleetgate.audit_registry_change); other tables and payloads that do
+ * not parse are left to the full reload. */
+static void named_add(struct named *nm, const char *payload)
+{
+	cJSON *j = cJSON_Parse(payload);
+	const char *table =
+	    cJSON_GetStringValue(cJSON_GetObjectItem(j, "table"));
+	const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(j, "id"));
+	int k = -1;
+
+	if (table != NULL && strcmp(table, "device_certificates") == 0)
+		k = FG_WD_CERT;
+	else if (table != NULL && strcmp(table, "devices") == 0)
+		k = FG_WD_DEVICE;
+	else if (table != NULL && strcmp(table, "accounts") == 0)
+		k = FG_WD_ACCOUNT;
+	if (k >= 0 && id != NULL && !nm->overflow[k]) {
+		if (nm->n[k] == NAMED_MAX)
+			nm->overflow[k] = true;
+		else if ((nm->keys[k][nm->n[k]] = strdup(id)) != NULL)
+			nm->n[k]++;
+		else
+			nm->overflow[k] = true;
+	}
+	cJSON_Delete(j);
+}
+
 /* Consume pending input; returns the number of notifications seen, or
  * -1 when the connection is gone. */
 static int drain_notifies(struct fg_sync *sy)
@@ -394,9 +473,117 @@ static int drain_notifies(struct fg_sync *sy)
 		return -1;
 	while ((n = PQnotifies(sy->conn)) != NULL) {
 		count++;
+		if (n->extra != NULL)
+			named_add(&sy->named, n->extra);
 		PQfreemem(n);
 	}
 	return count;
+}
+
+/* One row's verdict: a reason when it no longer admits, else -1. */
+static const char *const NAMED_SQL[FG_WD_KINDS] = {
+    [FG_WD_CERT] = "SELECT revoked_at IS NOT NULL AND revoked_at <= now() "
+                   "FROM fleetgate.device_certificates WHERE fingerprint = $1",
+    [FG_WD_DEVICE] = "SELECT status FROM fleetgate.devices WHERE id = $1",
+    [FG_WD_ACCOUNT] =
+        "SELECT disabled FROM fleetgate.accounts WHERE username = $1",
+};
+
+static int named_verdict(int kind, const PGresult *res)
+{
+	const char *v;
+
+	if (PQntuples(res) == 0)
+		return FG_WD_GONE;
+	v = PQgetisnull(res, 0, 0) ? "" : PQgetvalue(res, 0, 0);
+	switch (kind) {
+	case FG_WD_CERT:
+		return v[0] == 't' ? FG_WD_REVOKED : -1;
+	case FG_WD_DEVICE:
+		if (strcmp(v, "suspended") == 0)
+			return FG_WD_SUSPENDED;
+		if (strcmp(v, "active") == 0)
+			return -1;
+		return FG_WD_DECOMMISSIONED; /* and any other status */
+	default:
+		return v[0] == 't' ? FG_WD_DISABLED : -1;
+	}
+}
+
+/*
+ * Read the rows the last notifications named and hand what no longer
+ * admits to the broker thread, ahead of the full reload. Returns 0, or -1
+ * when the connection failed (the caller's reload then reports it).
+ */
+static int check_named(struct fg_sync *sy)
+{
+	struct named *nm = &sy->named;
+	struct fg_withdrawn *w = NULL;
+	char err[FG_ERRLEN];
+	size_t found = 0;
+	int rc = 0;
+
+	for (int k = 0; k < FG_WD_KINDS && rc == 0; k++) {
+		for (int i = 0; i < nm->n[k] && !nm->overflow[k]; i++) {
+			fg_fingerprint fp;
+			const char *key = nm->keys[k][i], *vals[1] = {key};
+			PGresult *res;
+			int why;
+
+			/* The registry keys certificates by their parsed
+			 * form; the row by its text. */
+			if (k == FG_WD_CERT &&
+			    fg_fingerprint_parse(key, &fp) != 0)
+				continue;
+			res = fg_pg_exec_params(sy->conn, &sy->io, NAMED_SQL[k],
+			                        1, vals, NULL, NULL);
+			if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+				if (!fg_pg_io_aborted(&sy->io))
+					fg_log(MOSQ_LOG_WARNING,
+					       LOG_PREFIX
+					       " cannot read a changed "
+					       "row, it waits for the "
+					       "reload: %s",
+					       fg_pg_error(sy->conn, err,
+					                   sizeof(err)));
+				PQclear(res);
+				rc = -1;
+				break;
+			}
+			why = named_verdict(k, res);
+			PQclear(res);
+			if (why < 0)
+				continue;
+			if (w == NULL && (w = fg_withdrawn_new()) == NULL) {
+				rc = -1;
+				break;
+			}
+			if (fg_withdrawn_add(w, (enum fg_withdrawn_kind)k,
+			                     k == FG_WD_CERT ? fp.hex : key,
+			                     (enum fg_withdrawn_why)why) != 0) {
+				rc = -1;
+				break;
+			}
+			found++;
+		}
+	}
+	named_clear(nm);
+	if (rc != 0 || found == 0) {
+		/* Half a set is still only withdrawals: hand it over. */
+		if (w != NULL && found > 0) {
+			fg_withdrawn_seal(w);
+			(void)post_withdrawn(sy, w);
+		} else {
+			fg_withdrawn_free(w);
+		}
+		return PQstatus(sy->conn) == CONNECTION_OK ? 0 : -1;
+	}
+	fg_withdrawn_seal(w);
+	if (post_withdrawn(sy, w) != 0)
+		fg_log(MOSQ_LOG_WARNING,
+		       LOG_PREFIX " out of memory for access withdrawn ahead "
+		                  "of the reload; it waits for the reload");
+	return 0;
 }
 
 static void *loader_main(void *arg)
@@ -445,10 +632,13 @@ static void *loader_main(void *arg)
 			more = drain_notifies(sy);
 			n = more < 0 ? -1 : n + more;
 		}
-		if (n < 0) {
+		/* The rows the notifications named go to the broker thread
+		 * ahead of the reload they trigger. */
+		if (n < 0 || (n > 0 && check_named(sy) != 0)) {
 			fg_log(MOSQ_LOG_ERR, LOG_PREFIX
 			       " lost the database connection, "
 			       "keeping the registry in memory and retrying");
+			named_clear(&sy->named);
 			drop_conn(sy);
 			save_snapshot(sy, true);
 			continue;
@@ -515,6 +705,8 @@ void fg_sync_stop(struct fg_sync *sy)
 	close(sy->stop_pipe[0]);
 	close(sy->stop_pipe[1]);
 	fg_registry_free(sy->mailbox);
+	fg_withdrawn_free(sy->withdrawn_box);
+	named_clear(&sy->named);
 	pthread_mutex_destroy(&sy->lock);
 	free(sy->conninfo);
 	free(sy->snapshot_file);

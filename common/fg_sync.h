@@ -5,14 +5,18 @@
  * transaction, then LISTENs on fleetgate_registry and loads it again after
  * every committed change. Each load is handed to the broker thread through
  * a one-slot mailbox (a newer load replaces one not yet taken) and written
- * to the snapshot file. On connection loss it retries with backoff, and
- * reloads in full on reconnect, so changes made meanwhile take effect.
+ * to the snapshot file. Before each reload the rows the notifications name
+ * (certificates, devices, accounts) are read one by one, and what no
+ * longer admits reaches the broker thread first (fg_withdrawn.h). On connection
+ * loss it retries with backoff, and reloads in full on reconnect, so changes
+ * made meanwhile take effect.
  */
 #ifndef FG_SYNC_H
 #define FG_SYNC_H
 
 #include "fg_pg.h"
 #include "fg_registry.h"
+#include "fg_withdrawn.h"
 
 #define FG_REGISTRY_CHANNEL "fleetgate_registry"
 /* The oldest schema this code can read, and the newest it knows. */
@@ -37,9 +41,11 @@ struct fg_sync *fg_sync_start(const struct fg_sync_settings *s, char *err,
                               size_t errlen);
 void fg_sync_stop(struct fg_sync *sy);
 
-/* Broker thread: the newest registry loaded since the last call, or NULL.
- * The caller owns it. */
-struct fg_registry *fg_sync_take(struct fg_sync *sy);
+/* Broker thread: the newest registry loaded since the last call, or NULL,
+ * and in *w the access withdrawn since that registry was read (or since
+ * the registry in use, when none is returned), or NULL. The caller owns
+ * both. */
+struct fg_registry *fg_sync_take(struct fg_sync *sy, struct fg_withdrawn **w);
 
 /* Load the registry over an open connection (exposed for tests). Returns
  * the finalised registry or NULL with err set. */

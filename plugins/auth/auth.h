@@ -16,6 +16,7 @@
 
 #include "fg_ident.h"
 #include "fg_registry.h"
+#include "fg_withdrawn.h"
 #include "fg_runtime.h"
 
 #define AUTH_LOG "fleetgate-auth:"
@@ -100,6 +101,15 @@ struct auth_session {
 	uint64_t secret_hash; /* of the api key or password hash used */
 	struct auth_session *next;
 };
+
+/*
+ * Access withdrawn since the registry was read (fg_withdrawn.h): for a
+ * device its certificate (fp) and its id (name), for an account its
+ * username. Returns AUTH_OK when w withdraws none of them (or is NULL),
+ * else the reason the registry will give once it has the change.
+ */
+enum auth_reason auth_withdrawn(const struct fg_withdrawn *w, bool is_device,
+                                const char *name, const fg_fingerprint *fp);
 
 /*
  * Re-check a connected client against a (new) registry. Returns AUTH_OK

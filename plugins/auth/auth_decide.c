@@ -140,6 +140,35 @@ enum auth_reason auth_decide(const struct fg_registry *reg,
 	return decide_account(reg, req, id);
 }
 
+enum auth_reason auth_withdrawn(const struct fg_withdrawn *w, bool is_device,
+                                const char *name, const fg_fingerprint *fp)
+{
+	enum fg_withdrawn_why why;
+
+	if (w == NULL)
+		return AUTH_OK;
+	if (!is_device)
+		return fg_withdrawn_has(w, FG_WD_ACCOUNT, name, &why)
+		           ? (why == FG_WD_DISABLED ? AUTH_ACCOUNT_DISABLED
+		                                    : AUTH_UNKNOWN_ACCOUNT)
+		           : AUTH_OK;
+	if (fp != NULL && fg_withdrawn_has(w, FG_WD_CERT, fp->hex, &why))
+		return why == FG_WD_REVOKED ? AUTH_CERTIFICATE_REVOKED
+		                            : AUTH_UNKNOWN_CERTIFICATE;
+	if (fg_withdrawn_has(w, FG_WD_DEVICE, name, &why)) {
+		switch (why) {
+		case FG_WD_SUSPENDED:
+			return AUTH_DEVICE_SUSPENDED;
+		case FG_WD_DECOMMISSIONED:
+			return AUTH_DEVICE_DECOMMISSIONED;
+		default:
+			/* its certificates went with it */
+			return AUTH_UNKNOWN_CERTIFICATE;
+		}
+	}
+	return AUTH_OK;
+}
+
 enum auth_reason auth_recheck(const struct fg_registry *reg,
                               const struct auth_config *cfg,
                               const struct auth_session *s, int64_t now)

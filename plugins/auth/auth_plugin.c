@@ -33,6 +33,7 @@ struct auth_plugin {
 	struct fg_runtime *rt;
 	struct auth_sessions sessions;
 	uint64_t swept_generation;
+	uint64_t swept_withdrawn; /* fg_runtime_withdrawn_generation */
 	int64_t next_sweep_ms, next_seen_ms;
 	int64_t last_tick_ms; /* fg_tick_due */
 	int64_t refusal_window_ms;
@@ -191,6 +192,10 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	if (r == AUTH_OK)
 		r = auth_decide(fg_runtime_registry(p->rt), &p->cfg, &req,
 		                fg_time_s(), &id);
+	if (r == AUTH_OK)
+		r = auth_withdrawn(fg_runtime_withdrawn(p->rt), id.is_device,
+		                   id.is_device ? id.device->id : req.username,
+		                   req.has_cert ? &req.fp : NULL);
 	fp = req.has_cert ? req.fp.hex : NULL;
 	/* The identity the other plugins see is the device id. */
 	if (r == AUTH_OK && id.is_device &&
@@ -246,6 +251,7 @@ struct kick {
 static void sweep(struct auth_plugin *p, bool mark_seen)
 {
 	const struct fg_registry *reg = fg_runtime_registry(p->rt);
+	const struct fg_withdrawn *wd = fg_runtime_withdrawn(p->rt);
 	int64_t now = fg_time_s();
 	struct kick *kicks = NULL;
 	size_t nkicks = 0, cap = 0, i;
@@ -255,6 +261,10 @@ static void sweep(struct auth_plugin *p, bool mark_seen)
 
 		for (s = p->sessions.buckets[i]; s != NULL; s = s->next) {
 			enum auth_reason r = auth_recheck(reg, &p->cfg, s, now);
+
+			if (r == AUTH_OK)
+				r = auth_withdrawn(wd, s->is_device, s->name,
+				                   &s->fp);
 
 			if (r == AUTH_OK) {
 				if (mark_seen && s->is_device)
@@ -299,7 +309,7 @@ static int on_tick(int event, void *event_data, void *userdata)
 {
 	struct auth_plugin *p = userdata;
 	int64_t now;
-	uint64_t gen;
+	uint64_t gen, wgen;
 	bool mark_seen;
 
 	(void)event;
@@ -309,11 +319,14 @@ static int on_tick(int event, void *event_data, void *userdata)
 	fg_runtime_tick(p->rt);
 	now = fg_mono_ms();
 	gen = fg_runtime_generation(p->rt);
-	if (gen == p->swept_generation && now < p->next_sweep_ms)
+	wgen = fg_runtime_withdrawn_generation(p->rt);
+	if (gen == p->swept_generation && wgen == p->swept_withdrawn &&
+	    now < p->next_sweep_ms)
 		return MOSQ_ERR_SUCCESS;
 	mark_seen = now >= p->next_seen_ms;
 	sweep(p, mark_seen);
 	p->swept_generation = gen;
+	p->swept_withdrawn = wgen;
 	p->next_sweep_ms = now + SWEEP_INTERVAL_MS;
 	if (mark_seen)
 		p->next_seen_ms = now + SEEN_INTERVAL_MS;

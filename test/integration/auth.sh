@@ -56,7 +56,7 @@ fg_server_cert
 
 for d in dev-ok dev-revoked dev-reg-expired dev-reg-future dev-victim \
 	dev-other dev-susp dev-decom dev-kick-rev dev-kick-susp dev-seen \
-	dev-multi dev-big; do
+	dev-multi dev-big dev-lock dev-lock-susp; do
 	fg_device_cert "$d"
 	fg_register_device "$d" m1 "$FG_CERTS/$d.crt"
 done
@@ -94,6 +94,7 @@ fg_psql_admin "select fleetgate.decommission_device('dev-decom', 'scrapped')" \
 	>/dev/null
 fg_add_account dash 'correct horse' dashboard m1
 fg_add_account dash-off 'battery staple' dashboard m1
+fg_add_account dash-lock 'lock pick' dashboard m1
 
 fg_audit_mark
 fg_broker_start main || fg_bail "broker main did not start"
@@ -339,6 +340,63 @@ fi
 
 ok 'fg_broker_alive main && fg_broker_alive second' \
 	"both brokers are still running at the end"
+
+# --- withdrawals ahead of the full reload ----------------------------------
+# The loader reads the rows a burst of notifications names before it reads
+# the whole registry again. An administrator's transaction that holds a
+# lock on a table the full read needs (rate_limits, read last) holds up the
+# reload; a revocation, a suspension and a disabled account, committed
+# together, still take effect.
+fg_connect_bg lock-rev main dev-lock dev-lock --wait-disconnect 10
+fg_connect_bg lock-susp main dev-lock-susp dev-lock-susp --v311 --wait-disconnect 10
+fg_client_bg lock-acct --host 127.0.0.1 --port "${FG_PLAIN_PORT[main]}" \
+	--id dash-lock-1 --username dash-lock --password 'lock pick' \
+	--wait-disconnect 10
+fg_client_wait_line lock-rev '^ready$' 5 || true
+fg_client_wait_line lock-susp '^ready$' 5 || true
+fg_client_wait_line lock-acct '^ready$' 5 || true
+fg_log_mark main
+fg_psql_super "begin;
+	lock table fleetgate.rate_limits in access exclusive mode;
+	select pg_sleep(4);
+	commit;" >/dev/null 2>&1 &
+lock_pid=$!
+fg_track "$lock_pid"
+lock_held() {
+	[[ $(fg_psql_super "select count(*) from pg_locks l
+		join pg_class c on c.oid = l.relation
+		where c.relname = 'rate_limits' and l.mode = 'AccessExclusiveLock'
+		  and l.granted") == 1 ]]
+}
+ok 'fg_wait_until 5 lock_held' "a transaction holds a lock on rate_limits"
+fg_expect_kick \
+	"while the registry reload waits for the lock, revoking a certificate, suspending a device and disabling an account in one transaction kick within ${FG_KICK_LIMIT_MS} ms" \
+	"lock-rev lock-susp lock-acct" fg_psql_admin "begin;
+		select fleetgate.revoke_certificate(:'fp', 'stolen');
+		select fleetgate.suspend_device('dev-lock-susp', 'lost');
+		update fleetgate.accounts set disabled = true
+			where username = 'dash-lock';
+		commit;" -v fp="${FG_FP[dev-lock]}"
+fg_connect main dev-lock dev-lock
+expect_rc 2 "while the reload waits, the revoked device cannot come back"
+fg_connect main dev-lock-susp dev-lock-susp
+expect_rc 2 "while the reload waits, the suspended device cannot come back"
+fg_connect_plain main dash-lock-2 --username dash-lock --password 'lock pick'
+expect_rc 2 "while the reload waits, the disabled account cannot log in"
+fg_connect main dev-ok dev-ok
+expect_rc 0 "while the reload waits, other devices are admitted"
+ok 'lock_held' "the lock was held throughout (the full reload had not run)"
+ok '! fg_log_has main "registry loaded from database"' \
+	"no registry was loaded meanwhile"
+ok 'fg_log_has main "access withdrawn ahead of the registry reload: certificates=1 devices=1 accounts=1"' \
+	"the broker logs what was withdrawn ahead of the reload"
+wait "$lock_pid" || true
+ok 'fg_wait_log main "registry loaded from database" 15' \
+	"the registry is loaded once the lock is released"
+fg_connect main dev-lock dev-lock
+expect_rc 2 "after the reload the revoked device is still refused"
+fg_connect_plain main dash-lock-3 --username dash-lock --password 'lock pick'
+expect_rc 2 "after the reload the disabled account is still refused"
 
 # --- revocation with a large registry ---------------------------------------
 # Every registry change is a full read of the registry. With a fleet of

@@ -316,6 +316,103 @@ START_TEST(session_table_is_keyed_by_client_and_removal_is_idempotent)
 }
 END_TEST
 
+/* Sets of withdrawn access ---------------------------------------------- */
+
+START_TEST(withdrawn_sets_find_what_was_added_and_the_last_reason_wins)
+{
+	struct fg_withdrawn *w = fg_withdrawn_new(),
+	                    *later = fg_withdrawn_new();
+	enum fg_withdrawn_why why;
+	char key[32];
+
+	ck_assert_ptr_nonnull(w);
+	ck_assert_ptr_nonnull(later);
+	ck_assert(!fg_withdrawn_has(NULL, FG_WD_DEVICE, "x", &why));
+	/* Keys added out of order, one twice. */
+	for (int i = 40; i >= 0; i--) {
+		snprintf(key, sizeof(key), "dev-%02d", i);
+		ck_assert_int_eq(
+		    fg_withdrawn_add(w, FG_WD_DEVICE, key, FG_WD_SUSPENDED), 0);
+	}
+	ck_assert_int_eq(
+	    fg_withdrawn_add(w, FG_WD_DEVICE, "dev-07", FG_WD_DECOMMISSIONED),
+	    0);
+	ck_assert_int_eq(fg_withdrawn_add(w, FG_WD_ACCOUNT, "dash", FG_WD_GONE),
+	                 0);
+	fg_withdrawn_seal(w);
+	ck_assert_uint_eq(fg_withdrawn_count(w, FG_WD_DEVICE), 41);
+	for (int i = 0; i <= 40; i++) {
+		snprintf(key, sizeof(key), "dev-%02d", i);
+		ck_assert_msg(fg_withdrawn_has(w, FG_WD_DEVICE, key, &why),
+		              "%s", key);
+		ck_assert_int_eq(why, i == 7 ? FG_WD_DECOMMISSIONED
+		                             : FG_WD_SUSPENDED);
+	}
+	ck_assert(!fg_withdrawn_has(w, FG_WD_DEVICE, "dev-41", &why));
+	ck_assert(!fg_withdrawn_has(w, FG_WD_DEVICE, "dash", &why));
+	ck_assert(!fg_withdrawn_has(w, FG_WD_CERT, "dev-01", &why));
+	ck_assert(fg_withdrawn_has(w, FG_WD_ACCOUNT, "dash", &why));
+
+	/* A later set's reasons win; what it lacks stays. */
+	ck_assert_int_eq(
+	    fg_withdrawn_add(later, FG_WD_DEVICE, "dev-03", FG_WD_GONE), 0);
+	ck_assert_int_eq(
+	    fg_withdrawn_add(later, FG_WD_ACCOUNT, "ops", FG_WD_DISABLED), 0);
+	fg_withdrawn_seal(later);
+	ck_assert_int_eq(fg_withdrawn_merge(w, later), 0);
+	fg_withdrawn_seal(w);
+	ck_assert(fg_withdrawn_has(w, FG_WD_DEVICE, "dev-03", &why));
+	ck_assert_int_eq(why, FG_WD_GONE);
+	ck_assert(fg_withdrawn_has(w, FG_WD_DEVICE, "dev-04", &why));
+	ck_assert_int_eq(why, FG_WD_SUSPENDED);
+	ck_assert(fg_withdrawn_has(w, FG_WD_ACCOUNT, "ops", &why));
+	ck_assert_int_eq(why, FG_WD_DISABLED);
+	ck_assert_uint_eq(fg_withdrawn_count(w, FG_WD_DEVICE), 41);
+	ck_assert_uint_eq(fg_withdrawn_count(w, FG_WD_ACCOUNT), 2);
+	fg_withdrawn_free(later);
+	fg_withdrawn_free(w);
+}
+END_TEST
+
+START_TEST(withdrawn_access_refuses_with_the_reason_the_registry_will_give)
+{
+	struct fg_withdrawn *w = fg_withdrawn_new();
+	fg_fingerprint revoked = fp_of(2), gone = fp_of(3), fine = fp_of(1);
+
+	ck_assert_ptr_nonnull(w);
+	ck_assert_int_eq(auth_withdrawn(NULL, true, "dev-a", &fine), AUTH_OK);
+	fg_withdrawn_add(w, FG_WD_CERT, revoked.hex, FG_WD_REVOKED);
+	fg_withdrawn_add(w, FG_WD_CERT, gone.hex, FG_WD_GONE);
+	fg_withdrawn_add(w, FG_WD_DEVICE, "dev-s", FG_WD_SUSPENDED);
+	fg_withdrawn_add(w, FG_WD_DEVICE, "dev-d", FG_WD_DECOMMISSIONED);
+	fg_withdrawn_add(w, FG_WD_DEVICE, "dev-x", FG_WD_GONE);
+	fg_withdrawn_add(w, FG_WD_ACCOUNT, "dash", FG_WD_DISABLED);
+	fg_withdrawn_add(w, FG_WD_ACCOUNT, "old", FG_WD_GONE);
+	fg_withdrawn_seal(w);
+
+	ck_assert_int_eq(auth_withdrawn(w, true, "dev-a", &revoked),
+	                 AUTH_CERTIFICATE_REVOKED);
+	ck_assert_int_eq(auth_withdrawn(w, true, "dev-a", &gone),
+	                 AUTH_UNKNOWN_CERTIFICATE);
+	ck_assert_int_eq(auth_withdrawn(w, true, "dev-a", &fine), AUTH_OK);
+	ck_assert_int_eq(auth_withdrawn(w, true, "dev-s", &fine),
+	                 AUTH_DEVICE_SUSPENDED);
+	ck_assert_int_eq(auth_withdrawn(w, true, "dev-d", &fine),
+	                 AUTH_DEVICE_DECOMMISSIONED);
+	ck_assert_int_eq(auth_withdrawn(w, true, "dev-x", &fine),
+	                 AUTH_UNKNOWN_CERTIFICATE);
+	ck_assert_int_eq(auth_withdrawn(w, false, "dash", NULL),
+	                 AUTH_ACCOUNT_DISABLED);
+	ck_assert_int_eq(auth_withdrawn(w, false, "old", NULL),
+	                 AUTH_UNKNOWN_ACCOUNT);
+	ck_assert_int_eq(auth_withdrawn(w, false, "ops", NULL), AUTH_OK);
+	/* An account is not a device of the same name, nor the reverse. */
+	ck_assert_int_eq(auth_withdrawn(w, false, "dev-s", NULL), AUTH_OK);
+	ck_assert_int_eq(auth_withdrawn(w, true, "dash", &fine), AUTH_OK);
+	fg_withdrawn_free(w);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("decide");
@@ -332,6 +429,11 @@ static Suite *suite(void)
 	    tc, recheck_of_accounts_follows_removal_disabling_and_new_password);
 	tcase_add_test(
 	    tc, session_table_is_keyed_by_client_and_removal_is_idempotent);
+	tcase_add_test(
+	    tc, withdrawn_sets_find_what_was_added_and_the_last_reason_wins);
+	tcase_add_test(
+	    tc,
+	    withdrawn_access_refuses_with_the_reason_the_registry_will_give);
 	suite_add_tcase(s, tc);
 	return s;
 }
