@@ -8,8 +8,17 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define EMPTY_SLOT UINT32_MAX
+/* The registry's strings are kept in blocks of this size (or one string's
+ * size, if larger), mapped outside malloc. See pool_strdup. */
+#define POOL_BLOCK ((size_t)1 << 20)
+
+struct pool_block {
+	struct pool_block *next;
+	size_t size, used; /* of the mapping, header included */
+};
 
 struct index {
 	uint32_t *slots;
@@ -37,8 +46,58 @@ struct fg_registry {
 	int schema_version;
 	int64_t loaded_at;
 
+	struct pool_block *pool;
 	atomic_uint refs;
 };
+
+/*
+ * A copy of s in the registry's pool (NULL for NULL; sets *failed when out
+ * of memory). A registry is built by the loader thread between the query
+ * results it is read from; strings allocated one by one would sit between
+ * those results' blocks, and once the results are freed the holes could
+ * not go back to the system (100,000 devices kept about 50 MB so). In
+ * mappings of their own they leave malloc's heap to the results alone.
+ * They are freed with the registry, all at once.
+ */
+static char *pool_strdup(struct fg_registry *reg, const char *s, bool *failed)
+{
+	size_t len, need;
+	struct pool_block *b;
+	char *out;
+
+	if (s == NULL)
+		return NULL;
+	len = strlen(s) + 1;
+	b = reg->pool;
+	if (b == NULL || b->size - b->used < len) {
+		need = sizeof(*b) + len;
+		need = need > POOL_BLOCK ? need : POOL_BLOCK;
+		b = mmap(NULL, need, PROT_READ | PROT_WRITE,
+		         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (b == MAP_FAILED) {
+			*failed = true;
+			return NULL;
+		}
+		b->size = need;
+		b->used = sizeof(*b);
+		b->next = reg->pool;
+		reg->pool = b;
+	}
+	out = (char *)b + b->used;
+	memcpy(out, s, len);
+	b->used += len;
+	return out;
+}
+
+static void pool_free(struct pool_block *b)
+{
+	while (b != NULL) {
+		struct pool_block *next = b->next;
+
+		munmap(b, b->size);
+		b = next;
+	}
+}
 
 struct fg_registry *fg_registry_new(void)
 {
@@ -65,29 +124,11 @@ void fg_registry_free(struct fg_registry *reg)
 	if (reg == NULL ||
 	    atomic_fetch_sub_explicit(&reg->refs, 1, memory_order_acq_rel) != 1)
 		return;
-	for (i = 0; i < reg->ndevices; i++) {
-		free(reg->devices[i].id);
-		free(reg->devices[i].municipality);
-		free(reg->devices[i].api_key_hash);
-	}
-	for (i = 0; i < reg->ncerts; i++)
-		free(reg->certs[i].device_id);
-	for (i = 0; i < reg->naccounts; i++) {
-		free(reg->accounts[i].username);
+	for (i = 0; i < reg->naccounts; i++)
 		if (reg->accounts[i].password_hash != NULL)
 			memset(reg->accounts[i].password_hash, 0,
 			       strlen(reg->accounts[i].password_hash));
-		free(reg->accounts[i].password_hash);
-		free(reg->accounts[i].role);
-		free(reg->accounts[i].municipality);
-	}
-	for (i = 0; i < reg->nrules; i++) {
-		free(reg->rules[i].subject);
-		free(reg->rules[i].pattern);
-	}
 	free(reg->rules);
-	for (i = 0; i < reg->nlimits; i++)
-		free(reg->limits[i].scope);
 	free(reg->limits);
 	free(reg->devices);
 	free(reg->certs);
@@ -95,6 +136,7 @@ void fg_registry_free(struct fg_registry *reg)
 	free(reg->by_device.slots);
 	free(reg->by_cert.slots);
 	free(reg->by_account.slots);
+	pool_free(reg->pool);
 	free(reg);
 }
 
@@ -111,17 +153,13 @@ int fg_registry_add_device(struct fg_registry *reg, const char *id,
 	            sizeof(*d)) != 0)
 		return -1;
 	d = &reg->devices[reg->ndevices];
-	d->id = fg_strdup_or_null(id, &failed);
-	d->municipality = fg_strdup_or_null(municipality, &failed);
-	d->api_key_hash = fg_strdup_or_null(api_key_hash, &failed);
+	d->id = pool_strdup(reg, id, &failed);
+	d->municipality = pool_strdup(reg, municipality, &failed);
+	d->api_key_hash = pool_strdup(reg, api_key_hash, &failed);
 	d->status = status;
 	d->require_api_key = require_api_key;
-	if (failed) {
-		free(d->id);
-		free(d->municipality);
-		free(d->api_key_hash);
-		return -1;
-	}
+	if (failed)
+		return -1; /* what was copied goes with the registry */
 	reg->ndevices++;
 	return 0;
 }
@@ -131,13 +169,14 @@ int fg_registry_add_cert(struct fg_registry *reg, const fg_fingerprint *fp,
                          int64_t not_after, int64_t revoked_at)
 {
 	struct fg_cert *c;
+	bool failed = false;
 
 	if (reg->finalised || device_id == NULL ||
 	    fg_grow(&reg->certs, &reg->cap_certs, reg->ncerts, sizeof(*c)) != 0)
 		return -1;
 	c = &reg->certs[reg->ncerts];
-	c->device_id = strdup(device_id);
-	if (c->device_id == NULL)
+	c->device_id = pool_strdup(reg, device_id, &failed);
+	if (failed)
 		return -1;
 	c->fp = *fp;
 	c->device = NULL;
@@ -162,19 +201,14 @@ int fg_registry_add_account(struct fg_registry *reg, const char *username,
 	            sizeof(*a)) != 0)
 		return -1;
 	a = &reg->accounts[reg->naccounts];
-	a->username = fg_strdup_or_null(username, &failed);
-	a->password_hash = fg_strdup_or_null(password_hash, &failed);
-	a->role = fg_strdup_or_null(role, &failed);
-	a->municipality = fg_strdup_or_null(municipality, &failed);
+	a->username = pool_strdup(reg, username, &failed);
+	a->password_hash = pool_strdup(reg, password_hash, &failed);
+	a->role = pool_strdup(reg, role, &failed);
+	a->municipality = pool_strdup(reg, municipality, &failed);
 	a->cross_municipality = cross_municipality;
 	a->disabled = disabled;
-	if (failed) {
-		free(a->username);
-		free(a->password_hash);
-		free(a->role);
-		free(a->municipality);
+	if (failed)
 		return -1;
-	}
 	reg->naccounts++;
 	return 0;
 }
@@ -192,13 +226,10 @@ int fg_registry_add_rule(struct fg_registry *reg, int64_t id,
 	    fg_grow(&reg->rules, &reg->cap_rules, reg->nrules, sizeof(*r)) != 0)
 		return -1;
 	r = &reg->rules[reg->nrules];
-	r->subject = fg_strdup_or_null(subject, &failed);
-	r->pattern = fg_strdup_or_null(pattern, &failed);
-	if (failed) {
-		free(r->subject);
-		free(r->pattern);
+	r->subject = pool_strdup(reg, subject, &failed);
+	r->pattern = pool_strdup(reg, pattern, &failed);
+	if (failed)
 		return -1;
-	}
 	r->id = id;
 	r->kind = kind;
 	r->access = access;
@@ -238,7 +269,7 @@ int fg_registry_add_limit(struct fg_registry *reg, enum fg_limit_scope kind,
 	        0)
 		return -1;
 	l = &reg->limits[reg->nlimits];
-	l->scope = fg_strdup_or_null(scope, &failed);
+	l->scope = pool_strdup(reg, scope, &failed);
 	if (failed)
 		return -1;
 	l->kind = kind;

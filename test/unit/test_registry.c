@@ -80,6 +80,48 @@ START_TEST(lookups_find_every_row_and_nothing_else)
 }
 END_TEST
 
+/* Strings are kept in 1 MB blocks: a registry whose strings fill several,
+ * and one string longer than a block, keeps every byte of each. */
+START_TEST(strings_spanning_many_blocks_and_one_larger_than_a_block_are_kept)
+{
+	struct fg_registry *reg = fg_registry_new();
+	size_t n = 12000, big_len = (3u << 20) / 2;
+	char *big = malloc(big_len + 1), id[160], muni[160];
+	fg_fingerprint fp;
+
+	ck_assert_ptr_nonnull(reg);
+	ck_assert_ptr_nonnull(big);
+	memset(big, 'm', big_len);
+	big[big_len] = '\0';
+	for (size_t i = 0; i < n; i++) {
+		snprintf(id, sizeof(id), "meter-%06zu-%0120zu", i, i);
+		snprintf(muni, sizeof(muni), "muni-%zu", i % 37);
+		ck_assert_int_eq(
+		    fg_registry_add_device(reg, id, i == 5000 ? big : muni,
+		                           FG_DEVICE_ACTIVE, false, NULL),
+		    0);
+		fp = fp_of((int)i);
+		ck_assert_int_eq(
+		    fg_registry_add_cert(reg, &fp, id, 0, INT64_MAX, 0), 0);
+	}
+	ck_assert_int_eq(fg_registry_finalise(reg, NULL, 0), 0);
+	for (size_t i = 0; i < n; i++) {
+		const struct fg_device *d;
+
+		snprintf(id, sizeof(id), "meter-%06zu-%0120zu", i, i);
+		snprintf(muni, sizeof(muni), "muni-%zu", i % 37);
+		d = fg_registry_device(reg, id);
+		ck_assert_ptr_nonnull(d);
+		ck_assert_str_eq(d->id, id);
+		ck_assert_str_eq(d->municipality, i == 5000 ? big : muni);
+		fp = fp_of((int)i);
+		ck_assert_str_eq(fg_registry_cert(reg, &fp)->device_id, id);
+	}
+	fg_registry_free(reg);
+	free(big);
+}
+END_TEST
+
 /* The registry loader posts a registry to the broker thread and writes
  * the snapshot from it afterwards: both read it at once, and whichever
  * lets go last frees it. */
@@ -466,6 +508,9 @@ static Suite *suite(void)
 	TCase *tc = tcase_create("core");
 
 	tcase_add_test(tc, lookups_find_every_row_and_nothing_else);
+	tcase_add_test(
+	    tc,
+	    strings_spanning_many_blocks_and_one_larger_than_a_block_are_kept);
 	tcase_add_test(
 	    tc, a_held_registry_outlives_the_first_free_and_is_read_by_two);
 	tcase_add_test(
