@@ -419,12 +419,14 @@ void fg_runtime_release(struct fg_runtime *rt)
 static void take_withdrawn(struct fg_runtime *rt, struct fg_withdrawn *wd)
 {
 	if (rt->withdrawn != NULL) {
-		if (fg_withdrawn_merge(rt->withdrawn, wd) != 0) {
-			/* Keep the newer set whole rather than half of both. */
-			fg_withdrawn_free(rt->withdrawn);
-			rt->withdrawn = wd;
-			wd = NULL;
-		}
+		/* Out of memory, the older set stays whole (it is in force
+		 * already) and the newer one's entries wait for the registry,
+		 * as every change did before these sets. */
+		if (fg_withdrawn_merge(rt->withdrawn, wd) != 0)
+			fg_log(MOSQ_LOG_WARNING, LOG_PREFIX
+			       " out of memory for access withdrawn "
+			       "ahead of the registry reload; it waits "
+			       "for the reload");
 		fg_withdrawn_seal(rt->withdrawn);
 		fg_withdrawn_free(wd);
 	} else {

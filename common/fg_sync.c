@@ -480,7 +480,7 @@ static int drain_notifies(struct fg_sync *sy)
 	return count;
 }
 
-/* One row's verdict: a reason when it no longer admits, else -1. */
+/* A named row, by its key; no row: deleted. */
 static const char *const NAMED_SQL[FG_WD_KINDS] = {
     [FG_WD_CERT] = "SELECT revoked_at IS NOT NULL AND revoked_at <= now() "
                    "FROM fleetgate.device_certificates WHERE fingerprint = $1",
@@ -489,6 +489,7 @@ static const char *const NAMED_SQL[FG_WD_KINDS] = {
         "SELECT disabled FROM fleetgate.accounts WHERE username = $1",
 };
 
+/* One row's verdict: a reason when it no longer admits, else -1. */
 static int named_verdict(int kind, const PGresult *res)
 {
 	const char *v;
@@ -512,8 +513,9 @@ static int named_verdict(int kind, const PGresult *res)
 
 /*
  * Read the rows the last notifications named and hand what no longer
- * admits to the broker thread, ahead of the full reload. Returns 0, or -1
- * when the connection failed (the caller's reload then reports it).
+ * admits to the broker thread, ahead of the full reload. A row that cannot
+ * be read ends the reading (the reload still follows). Returns 0, or -1
+ * when the connection is gone.
  */
 static int check_named(struct fg_sync *sy)
 {
@@ -568,22 +570,18 @@ static int check_named(struct fg_sync *sy)
 		}
 	}
 	named_clear(nm);
-	if (rc != 0 || found == 0) {
-		/* Half a set is still only withdrawals: hand it over. */
-		if (w != NULL && found > 0) {
-			fg_withdrawn_seal(w);
-			(void)post_withdrawn(sy, w);
-		} else {
-			fg_withdrawn_free(w);
-		}
-		return PQstatus(sy->conn) == CONNECTION_OK ? 0 : -1;
+	/* A set cut short by an error still holds only withdrawals. */
+	if (found > 0) {
+		fg_withdrawn_seal(w);
+		if (post_withdrawn(sy, w) != 0)
+			fg_log(MOSQ_LOG_WARNING, LOG_PREFIX
+			       " out of memory for access withdrawn "
+			       "ahead of the reload; it waits for the "
+			       "reload");
+	} else {
+		fg_withdrawn_free(w);
 	}
-	fg_withdrawn_seal(w);
-	if (post_withdrawn(sy, w) != 0)
-		fg_log(MOSQ_LOG_WARNING,
-		       LOG_PREFIX " out of memory for access withdrawn ahead "
-		                  "of the reload; it waits for the reload");
-	return 0;
+	return PQstatus(sy->conn) == CONNECTION_OK ? 0 : -1;
 }
 
 static void *loader_main(void *arg)
