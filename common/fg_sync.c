@@ -31,6 +31,12 @@
  * read one by one before the full reload (see fg_withdrawn.h); a larger
  * burst waits for the reload. */
 #define NAMED_MAX 64
+/* The full read gives up a lock it cannot get within half a second (an
+ * administrator's transaction holding a registry table: LOCK_WAIT_SQL)
+ * and is tried again BUSY_RETRY_MS later; notifications are followed
+ * meanwhile. */
+#define LOCK_WAIT_SQL "'500ms'"
+#define BUSY_RETRY_MS 200
 
 /* The rows a burst of notifications named, per fg_withdrawn_kind. */
 struct named {
@@ -54,7 +60,7 @@ struct fg_sync {
 	struct fg_registry *unsaved; /* posted, not yet in the snapshot */
 	int64_t unsaved_since;
 	int was_connected;
-	struct fg_throttle conn_throttle;
+	struct fg_throttle conn_throttle, busy_throttle;
 	struct named named;
 };
 
@@ -86,6 +92,10 @@ static const char LIMITS_SQL[] =
     "coalesce(bytes_per_window, -1), coalesce(window_s, -1), "
     "coalesce(burst, -1) FROM fleetgate.rate_limits";
 
+/* Set by run() when a statement failed for want of a lock (SQLSTATE
+ * 55P03, lock_timeout). Loader thread only. */
+static _Thread_local bool lock_refused;
+
 static PGresult *run(PGconn *conn, const struct fg_pg_io *io, const char *sql,
                      ExecStatusType want, char *err, size_t errlen)
 {
@@ -93,6 +103,10 @@ static PGresult *run(PGconn *conn, const struct fg_pg_io *io, const char *sql,
 	PGresult *res = fg_pg_exec(conn, io, sql);
 
 	if (PQresultStatus(res) != want) {
+		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+		if (state != NULL && strcmp(state, "55P03") == 0)
+			lock_refused = true;
 		fg_seterr(err, errlen, "%s",
 		          fg_pg_error(conn, line, sizeof(line)));
 		PQclear(res);
@@ -212,6 +226,7 @@ struct fg_registry *fg_sync_load(PGconn *conn, const struct fg_pg_io *io,
 	struct fg_registry *reg = NULL;
 	int version, i, ok = 0;
 
+	lock_refused = false;
 	r = run(conn, io, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
 	        PGRES_COMMAND_OK, err, errlen);
 	if (r == NULL)
@@ -356,7 +371,9 @@ static int connect_and_listen(struct fg_sync *sy)
 
 	sy->conn = fg_pg_connect(&sy->s.pg, &sy->io, err, sizeof(err));
 	if (sy->conn != NULL) {
-		r = run(sy->conn, &sy->io, "LISTEN " FG_REGISTRY_CHANNEL,
+		r = run(sy->conn, &sy->io,
+		        "SET lock_timeout = " LOCK_WAIT_SQL
+		        "; LISTEN " FG_REGISTRY_CHANNEL,
 		        PGRES_COMMAND_OK, err, sizeof(err));
 		if (r != NULL) {
 			PQclear(r);
@@ -374,14 +391,27 @@ static int connect_and_listen(struct fg_sync *sy)
 	return -1;
 }
 
-/* Load and publish the registry; 0 on success, -1 with the connection
- * dropped on failure. */
+/* Load and publish the registry; 0 on success, 1 when a registry table
+ * was locked (the connection is kept: try again soon), -1 with the
+ * connection dropped on any other failure. */
 static int reload(struct fg_sync *sy)
 {
 	char err[FG_ERRLEN];
 	struct fg_registry *reg =
 	    fg_sync_load(sy->conn, &sy->io, err, sizeof(err));
+	uint64_t suppressed;
 
+	if (reg == NULL && lock_refused &&
+	    PQstatus(sy->conn) == CONNECTION_OK) {
+		if (fg_throttle_hit(&sy->busy_throttle, 10000, &suppressed))
+			fg_log(MOSQ_LOG_WARNING,
+			       LOG_PREFIX " a registry table is locked by "
+			                  "another transaction; reading it "
+			                  "again in %d ms (times=%llu): %s",
+			       BUSY_RETRY_MS,
+			       (unsigned long long)suppressed + 1, err);
+		return 1;
+	}
 	if (reg == NULL) {
 		if (!fg_pg_io_aborted(&sy->io))
 			fg_log(MOSQ_LOG_ERR,
@@ -589,6 +619,7 @@ static void *loader_main(void *arg)
 	struct fg_sync *sy = arg;
 	struct fg_backoff backoff;
 	int64_t next_full = 0;
+	bool pending = false; /* the last read met a locked table */
 
 	fg_worker_begin("fg-registry", &sy->stop_pipe[0], 1);
 	/* Nothing to finish at a stop: every wait ends with it. */
@@ -599,13 +630,18 @@ static void *loader_main(void *arg)
 		int rc, n, more;
 
 		if (sy->conn == NULL) {
-			if (connect_and_listen(sy) != 0 || reload(sy) != 0) {
+			int first = -1;
+
+			if (connect_and_listen(sy) == 0)
+				first = reload(sy);
+			if (first < 0) {
 				save_snapshot(sy, true);
 				if (wait_fd(sy, -1, fg_backoff_next(&backoff)) <
 				    0)
 					break;
 				continue;
 			}
+			pending = first > 0;
 			fg_backoff_reset(&backoff, sy->s.retry_max_ms);
 			next_full = fg_mono_ms() + sy->s.full_reload_s * 1000;
 			fg_log(MOSQ_LOG_NOTICE,
@@ -617,11 +653,12 @@ static void *loader_main(void *arg)
 			sy->conn_throttle.last_ms = 0;
 		}
 		/* Also the pace of the periodic reload's check. */
-		rc = wait_fd(sy, PQsocket(sy->conn), SNAPSHOT_IDLE_MS);
+		rc = wait_fd(sy, PQsocket(sy->conn),
+		             pending ? BUSY_RETRY_MS : SNAPSHOT_IDLE_MS);
 		if (rc < 0)
 			break;
 		/* Quiet for SNAPSHOT_IDLE_MS, or changing for too long. */
-		save_snapshot(sy, rc == 0);
+		save_snapshot(sy, rc == 0 && !pending);
 		n = rc > 0 ? drain_notifies(sy) : 0;
 		if (n > 0) {
 			/* Let the rest of a burst arrive, then load once. */
@@ -641,8 +678,11 @@ static void *loader_main(void *arg)
 			save_snapshot(sy, true);
 			continue;
 		}
-		if (n > 0 || fg_mono_ms() >= next_full) {
-			if (reload(sy) == 0)
+		if (n > 0 || pending || fg_mono_ms() >= next_full) {
+			int r = reload(sy);
+
+			pending = r > 0;
+			if (r == 0)
 				next_full =
 				    fg_mono_ms() + sy->s.full_reload_s * 1000;
 		}

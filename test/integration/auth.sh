@@ -56,7 +56,7 @@ fg_server_cert
 
 for d in dev-ok dev-revoked dev-reg-expired dev-reg-future dev-victim \
 	dev-other dev-susp dev-decom dev-kick-rev dev-kick-susp dev-seen \
-	dev-multi dev-big dev-lock dev-lock-susp; do
+	dev-multi dev-big dev-lock dev-lock-susp dev-lock2; do
 	fg_device_cert "$d"
 	fg_register_device "$d" m1 "$FG_CERTS/$d.crt"
 done
@@ -346,19 +346,23 @@ ok 'fg_broker_alive main && fg_broker_alive second' \
 # the whole registry again. An administrator's transaction that holds a
 # lock on a table the full read needs (rate_limits, read last) holds up the
 # reload; a revocation, a suspension and a disabled account, committed
-# together, still take effect.
+# together, still take effect. The read gives up the lock after 500 ms
+# and is tried again, following notifications in between: a revocation
+# committed while the lock is still held takes effect too.
 fg_connect_bg lock-rev main dev-lock dev-lock --wait-disconnect 10
+fg_connect_bg lock-rev2 main dev-lock2 dev-lock2 --wait-disconnect 10
 fg_connect_bg lock-susp main dev-lock-susp dev-lock-susp --v311 --wait-disconnect 10
 fg_client_bg lock-acct --host 127.0.0.1 --port "${FG_PLAIN_PORT[main]}" \
 	--id dash-lock-1 --username dash-lock --password 'lock pick' \
 	--wait-disconnect 10
 fg_client_wait_line lock-rev '^ready$' 5 || true
+fg_client_wait_line lock-rev2 '^ready$' 5 || true
 fg_client_wait_line lock-susp '^ready$' 5 || true
 fg_client_wait_line lock-acct '^ready$' 5 || true
 fg_log_mark main
 fg_psql_super "begin;
 	lock table fleetgate.rate_limits in access exclusive mode;
-	select pg_sleep(4);
+	select pg_sleep(5);
 	commit;" >/dev/null 2>&1 &
 lock_pid=$!
 fg_track "$lock_pid"
@@ -377,6 +381,11 @@ fg_expect_kick \
 		update fleetgate.accounts set disabled = true
 			where username = 'dash-lock';
 		commit;" -v fp="${FG_FP[dev-lock]}"
+ok 'fg_wait_log main "a registry table is locked by another transaction; reading it again" 5' \
+	"the broker logs that the registry read met a locked table"
+fg_expect_kick \
+	"a revocation committed while the lock is still held kicks within ${FG_KICK_LIMIT_MS} ms" \
+	lock-rev2 fg_revoke dev-lock2 "stolen too"
 fg_connect main dev-lock dev-lock
 expect_rc 2 "while the reload waits, the revoked device cannot come back"
 fg_connect main dev-lock-susp dev-lock-susp
@@ -390,6 +399,8 @@ ok '! fg_log_has main "registry loaded from database"' \
 	"no registry was loaded meanwhile"
 ok 'fg_log_has main "access withdrawn ahead of the registry reload: certificates=1 devices=1 accounts=1"' \
 	"the broker logs what was withdrawn ahead of the reload"
+ok 'fg_log_has main "access withdrawn ahead of the registry reload: certificates=2 devices=1 accounts=1"' \
+	"the second revocation joins the set in force"
 wait "$lock_pid" || true
 ok 'fg_wait_log main "registry loaded from database" 15' \
 	"the registry is loaded once the lock is released"
