@@ -8,6 +8,10 @@
 #      for BENCH_ROUNDS rounds; medians and their ratio are printed, with
 #      the share of the machine's CPUs PostgreSQL used meanwhile (it runs
 #      here, on the CPUs the broker and the publishers share).
+#   1b. The same, with the database on a CPU of its own (brokers and
+#      publishers on CPU 0, PostgreSQL and the persist broker's worker
+#      threads on CPU 1): what a database on another host leaves to the
+#      broker, as near as two CPUs come.
 #   2. A backlog: PostgreSQL is stopped, BENCH_BACKLOG readings are
 #      published into the journal in BENCH_ROUNDS rounds; in each round
 #      the bare broker and a broker with the auth plugin alone (the same
@@ -58,8 +62,10 @@ publish_round() {
 	local -a pids=()
 	last=$((first + BENCH_COUNT - 1))
 	t0=$(fg_now_ms)
+	local -a pin=()
+	[[ -z ${BENCH_PUB_CPUS:-} ]] || pin=(taskset -c "$BENCH_PUB_CPUS")
 	for d in "${BENCH_DEVICES[@]}"; do
-		nice -n "$BENCH_NICE" "$ORACLE" --host 127.0.0.1 \
+		"${pin[@]}" nice -n "$BENCH_NICE" "$ORACLE" --host 127.0.0.1 \
 			--port "${BENCH_PORT[$broker]}" --cafile "$FG_CERTS/ca.crt" \
 			--cert "$FG_CERTS/$d.crt" --key "$FG_CERTS/$d.key" --id "$d" \
 			--topic "water/m1/$d/readings" --first "$first" --last "$last" \
@@ -146,6 +152,55 @@ if [[ $stored == "$expected" ]]; then
 else
 	fail "every reading acknowledged by the persist broker is stored" \
 		"stored $stored, expected $expected"
+fi
+
+# --- 1b. The database on a CPU of its own --------------------------------------
+# What a database on another host leaves to the broker, as near as two CPUs
+# come: the brokers and their publishers run on CPU 0, PostgreSQL and the
+# persist broker's worker threads on CPU 1. The bare and persist brokers
+# take the same load in turn for BENCH_ROUNDS rounds.
+own_cpu_part() {
+	local r b p t pids
+	bench_broker_start bare0 bare 0 || return 1
+	bench_broker_start persist0 persist 0 || return 1
+	for t in /proc/"${BENCH_PID[persist0]}"/task/*; do
+		[[ $(cat "$t/comm" 2>/dev/null) == fg-* ]] &&
+			taskset -p -c 1 "${t##*/}" >/dev/null
+	done
+	own_bare=() own_persist=() own_ratio=()
+	for ((r = 1; r <= BENCH_ROUNDS; r++)); do
+		# (new backends inherit the postmaster's CPU; pinned again
+		# each round for any the server started since)
+		pids=$(fg__pg_pids 2>/dev/null) || true
+		for p in $pids; do taskset -a -p -c 1 "$p" >/dev/null 2>&1 || true; done
+		b=$(BENCH_PUB_CPUS=0 publish_round bare0 "$first") || return 1
+		p=$(BENCH_PUB_CPUS=0 publish_round persist0 "$first") || return 1
+		own_bare+=("$b")
+		own_persist+=("$p")
+		own_ratio+=("$(bench_ratio "$p" "$b")")
+		printf '# database on CPU 1, round %d: bare %s/s, auth+persist %s/s, ratio %s\n' \
+			"$r" "$b" "$p" "${own_ratio[-1]}"
+		first=$((first + BENCH_COUNT))
+	done
+	pids=$(fg__pg_pids 2>/dev/null) || true
+	for p in $pids; do taskset -a -p -c "0-$(($(nproc) - 1))" "$p" >/dev/null 2>&1 || true; done
+	return 0
+}
+if (($(nproc) >= 2)) && command -v taskset >/dev/null; then
+	own_first=$first
+	own_cpu_part || fg_bail "the database-on-its-own-CPU rounds failed"
+	ob=$(bench_median "${own_bare[@]}")
+	op=$(bench_median "${own_persist[@]}")
+	printf 'qos1_publish_database_own_cpu bare_msgs_per_s=%s persist_msgs_per_s=%s ratio=%s median_of_round_ratios=%s rounds=%d\n' \
+		"$ob" "$op" "$(bench_ratio "$op" "$ob")" \
+		"$(bench_median "${own_ratio[@]}")" "$BENCH_ROUNDS"
+	expected=$((first - own_first))
+	expected=$((expected * BENCH_PUBLISHERS))
+	fg_wait_until 120 rows_at_least persist0 "$expected" || true
+	is "$(rows_of persist0)" "$expected" \
+		"every reading acknowledged with the database on its own CPU is stored"
+	bench_broker_stop bare0
+	bench_broker_stop persist0
 fi
 
 # --- 2. Draining a backlog ------------------------------------------------------
