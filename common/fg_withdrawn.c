@@ -49,15 +49,8 @@ int fg_withdrawn_add(struct fg_withdrawn *w, enum fg_withdrawn_kind k,
 	if (w == NULL || key == NULL || (unsigned)k >= FG_WD_KINDS)
 		return -1;
 	l = &w->kinds[k];
-	if (l->n == l->cap) {
-		size_t ncap = l->cap ? l->cap * 2 : 8;
-		struct entry *nv = realloc(l->v, ncap * sizeof(*nv));
-
-		if (nv == NULL)
-			return -1;
-		l->v = nv;
-		l->cap = ncap;
-	}
+	if (fg_grow(&l->v, &l->cap, l->n, sizeof(*l->v)) != 0)
+		return -1;
 	copy = strdup(key);
 	if (copy == NULL)
 		return -1;

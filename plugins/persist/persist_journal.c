@@ -284,14 +284,8 @@ static int parse_seg_name(const char *name, uint64_t *id)
 static int add_segment(struct journal *j, uint64_t id, uint64_t size,
                        int64_t mtime_ms)
 {
-	if (j->nsegs == j->capsegs) {
-		size_t cap = j->capsegs ? j->capsegs * 2 : 16;
-		struct segment *n = realloc(j->segs, cap * sizeof(*n));
-		if (n == NULL)
-			return -1;
-		j->segs = n;
-		j->capsegs = cap;
-	}
+	if (fg_grow(&j->segs, &j->capsegs, j->nsegs, sizeof(*j->segs)) != 0)
+		return -1;
 	j->segs[j->nsegs].id = id;
 	j->segs[j->nsegs].size = size;
 	j->segs[j->nsegs].mtime_ms = mtime_ms;
