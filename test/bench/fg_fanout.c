@@ -20,6 +20,22 @@
  * publish for the warm-up, then for the measured interval, then stop and
  * wait (at most --drain seconds) until every subscriber has caught up.
  *
+ * Two ways to read. By default every socket is served by libmosquitto
+ * around a poll() that sleeps until one is ready. On loopback the
+ * broker's write() then runs the wake-up of this process in the broker's
+ * own time (sock_def_readable), and how often that happens depends on
+ * how far the client keeps up: the slower of two brokers finds the
+ * client asleep more often and pays for waking it. With --pace-us N the
+ * loop never waits on a socket: each pass publishes, looks at every
+ * socket without waiting (poll with a zero timeout), reads what is
+ * there, and then sleeps until N microseconds after the pass began. The
+ * subscribers' sockets are then read by this client directly, in large
+ * reads with the MQTT packets parsed here (PUBLISH counted, PUBACK sent
+ * at QoS 1, anything else skipped), after libmosquitto has connected and
+ * subscribed them. The broker's writes then find nobody to wake, as with
+ * subscribers on other hosts, and the client costs little CPU, so that
+ * the broker's own work per delivery sets the rate.
+ *
  * Usage:
  *   fg_fanout --port P --topic T [--filter F] [--host H]
  *             [--subscribers S] [--qos 0|1] [--duration S] [--warmup S]
@@ -45,6 +61,8 @@
  *                    is only the client id's prefix (default fanout-sub-)
  *   --timeout S      longest wait for the connects and subscriptions
  *                    (default 10)
+ *   --pace-us N      paced passes of N microseconds, subscribers read
+ *                    directly (above); 0, the default, sleeps in poll()
  *   --broker-pid P   also report the CPU the broker process used
  *
  * Output: one summary line on stdout, key=value, e.g.
@@ -82,6 +100,7 @@
 #include <unistd.h>
 
 #include <sys/resource.h>
+#include <sys/socket.h>
 
 #include <mosquitto.h>
 
@@ -93,6 +112,13 @@
 /* Packets read from one socket per wake-up before the others get a turn. */
 #define READS_PER_WAKEUP 64
 #define MISC_INTERVAL_NS 500000000LL
+/* A paced subscriber's read buffer: a packet must fit in it whole. */
+#define RAW_IN_SIZE (256 * 1024)
+/* Bytes read from one socket in one paced pass at most. */
+#define RAW_READ_PER_PASS (1024 * 1024)
+/* PUBACKs waiting to be written, per paced subscriber. */
+#define RAW_OUT_SIZE 8192
+#define MQTT_PUBLISH 3
 
 struct options {
 	const char *host;
@@ -115,6 +141,7 @@ struct options {
 	int timeout_s;
 	const char *label;
 	long broker_pid;
+	int pace_us;
 };
 
 /* One connection, publisher or subscriber, and what it has seen. */
@@ -126,6 +153,13 @@ struct client {
 	uint64_t received; /* distinct messages: a sequence above the last */
 	uint64_t last_seq; /* the highest sequence number seen, 0 for none */
 	uint64_t dups;     /* messages at or below last_seq */
+	/* Paced mode: the socket, read and parsed here (see the top). */
+	bool raw;
+	int fd;
+	unsigned char *in;
+	size_t in_len;
+	unsigned char out[RAW_OUT_SIZE];
+	size_t out_len;
 };
 
 static struct options opt;
@@ -159,7 +193,8 @@ static void usage(void)
 	        " [--pub-id ID]\n"
 	        "                 [--sub-prefix PFX] [--sub-password PW]\n"
 	        "                 [--timeout S] [--label NAME]"
-	        " [--broker-pid PID]\n");
+	        " [--broker-pid PID]\n"
+	        "                 [--pace-us N]\n");
 }
 
 /* Records the first failure only: later ones are mostly its echoes. */
@@ -219,6 +254,8 @@ static bool set_option(const char *a, const char *v)
 		opt.label = v;
 	else if (strcmp(a, "--broker-pid") == 0)
 		return parse_long(v, 1, 4194304L, &opt.broker_pid);
+	else if (strcmp(a, "--pace-us") == 0)
+		return parse_int(v, 0, 1000000, &opt.pace_us);
 	else
 		return false;
 	return true;
@@ -298,22 +335,28 @@ static void on_subscribe(struct mosquitto *mosq, void *obj, int mid,
 		c->subscribed = true;
 }
 
-static void on_message(struct mosquitto *mosq, void *obj,
-                       const struct mosquitto_message *msg)
+/* Counts one delivered message by the sequence number it starts with. */
+static void count_message(struct client *c, const void *payload, size_t len)
 {
-	struct client *c = obj;
 	uint64_t seq;
 
-	(void)mosq;
-	if (msg->payloadlen < (int)sizeof(seq))
+	if (len < sizeof(seq))
 		return;
-	memcpy(&seq, msg->payload, sizeof(seq));
+	memcpy(&seq, payload, sizeof(seq));
 	if (seq > c->last_seq) {
 		c->received++;
 		c->last_seq = seq;
 	} else {
 		c->dups++;
 	}
+}
+
+static void on_message(struct mosquitto *mosq, void *obj,
+                       const struct mosquitto_message *msg)
+{
+	(void)mosq;
+	if (msg->payloadlen > 0)
+		count_message(obj, msg->payload, (size_t)msg->payloadlen);
 }
 
 static void on_publish(struct mosquitto *mosq, void *obj, int mid)
@@ -372,6 +415,133 @@ static int client_start(struct client *c, const char *user,
 	return 0;
 }
 
+/*
+ * Paced mode: the subscriber's socket is read here from now on. The
+ * connect and the subscription are done, and nothing has been published
+ * yet, so libmosquitto holds no part of a packet.
+ */
+static int raw_take(struct client *c)
+{
+	c->fd = mosquitto_socket(c->mosq);
+	c->in = malloc(RAW_IN_SIZE);
+	if (c->fd < 0 || c->in == NULL) {
+		fprintf(stderr, "fg_fanout: cannot read %s directly\n", c->id);
+		return -1;
+	}
+	c->in_len = 0;
+	c->out_len = 0;
+	c->raw = true;
+	return 0;
+}
+
+/* Writes the PUBACKs waiting; what the socket does not take waits. */
+static void raw_flush(struct client *c)
+{
+	ssize_t n;
+
+	if (c->out_len == 0)
+		return;
+	n = send(c->fd, c->out, c->out_len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (n < 0) {
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+		    !stopping)
+			set_failed("write failed for", c->id, strerror(errno));
+		return;
+	}
+	memmove(c->out, c->out + n, c->out_len - (size_t)n);
+	c->out_len -= (size_t)n;
+}
+
+/*
+ * Parses one packet at p (len bytes there); returns its length, 0 when it
+ * is not all there yet, -1 when it is malformed or too large to buffer.
+ */
+static ssize_t raw_packet(struct client *c, const unsigned char *p, size_t len)
+{
+	size_t rl = 0, hdr = 1, total, pos;
+	unsigned shift = 0;
+
+	for (;;) {
+		if (hdr >= len)
+			return 0;
+		rl |= (size_t)(p[hdr] & 0x7f) << shift;
+		if ((p[hdr++] & 0x80) == 0)
+			break;
+		shift += 7;
+		if (hdr > 4)
+			return -1;
+	}
+	total = hdr + rl;
+	if (total > RAW_IN_SIZE)
+		return -1;
+	if (total > len)
+		return 0;
+	if (p[0] >> 4 != MQTT_PUBLISH)
+		return (ssize_t)total; /* PINGRESP and the like */
+	if (rl < 2)
+		return -1;
+	pos = hdr + 2 + ((size_t)p[hdr] << 8 | p[hdr + 1]);
+	if (((p[0] >> 1) & 3) != 0) {
+		if (pos + 2 > total)
+			return -1;
+		if (c->out_len + 4 > sizeof(c->out))
+			raw_flush(c);
+		if (c->out_len + 4 > sizeof(c->out)) {
+			set_failed("PUBACKs not taken by", c->id, "broker");
+			return -1;
+		}
+		c->out[c->out_len++] = 0x40; /* PUBACK, remaining length 2 */
+		c->out[c->out_len++] = 2;
+		c->out[c->out_len++] = p[pos];
+		c->out[c->out_len++] = p[pos + 1];
+		pos += 2;
+	}
+	if (pos > total)
+		return -1;
+	count_message(c, p + pos, total - pos);
+	return (ssize_t)total;
+}
+
+/* Reads and parses what the socket holds, up to RAW_READ_PER_PASS. */
+static void raw_read(struct client *c)
+{
+	size_t done = 0;
+
+	while (done < RAW_READ_PER_PASS && !failed) {
+		size_t off = 0;
+		ssize_t n = recv(c->fd, c->in + c->in_len,
+		                 RAW_IN_SIZE - c->in_len, MSG_DONTWAIT);
+
+		if (n == 0 || (n < 0 && errno != EAGAIN &&
+		               errno != EWOULDBLOCK && errno != EINTR)) {
+			if (!stopping)
+				set_failed("connection lost by", c->id,
+				           n == 0 ? "closed by the broker"
+				                  : strerror(errno));
+			return;
+		}
+		if (n < 0)
+			break;
+		done += (size_t)n;
+		c->in_len += (size_t)n;
+		for (;;) {
+			ssize_t k = raw_packet(c, c->in + off, c->in_len - off);
+
+			if (k < 0) {
+				set_failed("malformed packet for", c->id,
+				           "subscriber");
+				return;
+			}
+			if (k == 0)
+				break;
+			off += (size_t)k;
+		}
+		memmove(c->in, c->in + off, c->in_len - off);
+		c->in_len -= off;
+	}
+	raw_flush(c);
+}
+
 /* Reads what the socket holds, up to READS_PER_WAKEUP packets. */
 static void client_read(struct client *c)
 {
@@ -403,21 +573,24 @@ static int pump(int timeout_ms)
 	int n = 0, i, rc;
 	int64_t now;
 
+	static int64_t next_pass;
+	bool paced = pub.raw || (opt.subscribers > 0 && subs[0].raw);
+
 	for (i = -1; i < opt.subscribers; i++) {
 		struct client *c = i < 0 ? &pub : &subs[i];
-		int fd = mosquitto_socket(c->mosq);
+		int fd = c->raw ? c->fd : mosquitto_socket(c->mosq);
 
 		if (fd < 0)
 			continue;
 		pfds[n].fd = fd;
 		pfds[n].events = POLLIN;
-		if (mosquitto_want_write(c->mosq))
+		if (c->raw ? c->out_len > 0 : mosquitto_want_write(c->mosq))
 			pfds[n].events |= POLLOUT;
 		pfds[n].revents = 0;
 		pfd_client[n] = c;
 		n++;
 	}
-	rc = poll(pfds, (nfds_t)n, timeout_ms);
+	rc = poll(pfds, (nfds_t)n, paced ? 0 : timeout_ms);
 	if (rc < 0 && errno != EINTR) {
 		set_failed("poll", "-", strerror(errno));
 		return -1;
@@ -425,6 +598,13 @@ static int pump(int timeout_ms)
 	for (i = 0; rc > 0 && i < n; i++) {
 		struct client *c = pfd_client[i];
 
+		if (c->raw) {
+			if (pfds[i].revents & (POLLIN | POLLHUP | POLLERR))
+				raw_read(c);
+			else if (pfds[i].revents & POLLOUT)
+				raw_flush(c);
+			continue;
+		}
 		if (pfds[i].revents & (POLLIN | POLLHUP | POLLERR))
 			client_read(c);
 		if ((pfds[i].revents & POLLOUT) &&
@@ -436,7 +616,23 @@ static int pump(int timeout_ms)
 	if (now >= next_misc) {
 		next_misc = now + MISC_INTERVAL_NS;
 		for (i = -1; i < opt.subscribers; i++)
-			mosquitto_loop_misc(i < 0 ? pub.mosq : subs[i].mosq);
+			if (!(i < 0 ? pub.raw : subs[i].raw))
+				mosquitto_loop_misc(i < 0 ? pub.mosq
+				                          : subs[i].mosq);
+	}
+	if (paced && !failed) {
+		/* The next pass begins pace_us after this one did, or now
+		 * when this one took longer. */
+		struct timespec ts;
+
+		next_pass += (int64_t)opt.pace_us * 1000;
+		if (next_pass < now)
+			next_pass = now;
+		ts.tv_sec = (time_t)(next_pass / 1000000000);
+		ts.tv_nsec = (long)(next_pass % 1000000000);
+		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts,
+		                       NULL) == EINTR)
+			;
 	}
 	return failed ? -1 : 0;
 }
@@ -605,7 +801,8 @@ static void report(const struct sample *a, const struct sample *b)
 		other = (double)sysconf(_SC_NPROCESSORS_ONLN) - idle - self -
 		        broker;
 	print_fixed("other_cpu", other < 0 && other > -0.05 ? 0 : other, 2);
-	printf(" window=%d payload=%d\n", opt.window, opt.payload);
+	printf(" window=%d payload=%d pace_us=%d\n", opt.window, opt.payload,
+	       opt.pace_us);
 	fflush(stdout);
 }
 
@@ -647,6 +844,9 @@ static int setup(void)
 		        failed ? fail_text : "timed out");
 		return -1;
 	}
+	for (i = 0; opt.pace_us > 0 && i < opt.subscribers; i++)
+		if (raw_take(&subs[i]) != 0)
+			return -1;
 	return 0;
 }
 
@@ -677,6 +877,8 @@ static void shut_down(void)
 			mosquitto_disconnect(c->mosq);
 		mosquitto_destroy(c->mosq);
 		c->mosq = NULL;
+		free(c->in);
+		c->in = NULL;
 	}
 }
 
