@@ -65,6 +65,7 @@ struct journal {
 	unsigned char *pf_map;
 	size_t pf_len, pf_written, pf_done;
 	bool pf_off;
+	bool dir_dirty; /* a segment was created since the directory sync */
 	unsigned wake_gen;
 
 	/* broker thread */
@@ -88,6 +89,14 @@ struct journal {
 	uint64_t rbuf_seg, rbuf_off; /* what rbuf holds */
 	size_t rbuf_len;
 	uint64_t sync_from; /* oldest segment that may hold unsynced data */
+	/* The segment being appended to, mapped read-only by the writer so
+	 * that it can sync a range of it (msync): fdatasync would also write
+	 * back the pages made writable ahead of the broker, and the broker
+	 * would then fault on every one of them again. */
+	unsigned char *smap;
+	size_t smap_len;
+	uint64_t smap_seg;
+	size_t sync_off; /* bytes of smap_seg synced */
 	uint64_t ckpt_seq;
 	int64_t ckpt_at_ms;
 };
@@ -456,12 +465,22 @@ int journal_dirfd(const struct journal *j)
 	return j->dirfd;
 }
 
+static void sync_map_release(struct journal *j)
+{
+	if (j->smap != NULL)
+		munmap(j->smap, j->smap_len);
+	j->smap = NULL;
+	j->smap_len = 0;
+	j->sync_off = 0;
+}
+
 void journal_reader_release(struct journal *j)
 {
 	if (j->rfd >= 0)
 		close(j->rfd);
 	j->rfd = -1;
 	j->rbuf_len = 0;
+	sync_map_release(j);
 }
 
 static int reader_open(struct journal *j, uint64_t seg)
@@ -792,7 +811,7 @@ fail:
 	return NULL;
 }
 
-static void finish_segment(struct journal *j);
+static void finish_segment(struct journal *j, bool sync);
 
 void journal_close(struct journal *j)
 {
@@ -804,9 +823,13 @@ void journal_close(struct journal *j)
 	 * segment is open for writing yet): write_out opens one. */
 	if (j->dlen > 0)
 		journal_flush(j, err, sizeof(err));
-	finish_segment(j);
+	/* At a stop the broker may wait for the disk. */
+	finish_segment(j, j->s.sync != JOURNAL_SYNC_NEVER);
+	if (j->dir_dirty)
+		fsync(j->dirfd);
 	if (j->rfd >= 0)
 		close(j->rfd);
+	sync_map_release(j);
 	if (j->lockfd >= 0)
 		close(j->lockfd);
 	if (j->dirfd >= 0)
@@ -827,9 +850,15 @@ const char *journal_id(const struct journal *j)
 
 /* Appending --------------------------------------------------------------- */
 
-/* Close the segment being appended to: its preallocated tail is cut, so
- * that only the newest segment can end in unused space. */
-static void finish_segment(struct journal *j)
+/*
+ * Close the segment being appended to: its preallocated tail is cut, so
+ * that only the newest segment can end in unused space. It is not synced
+ * here, but for sync at a stop: that would stall the broker for as long
+ * as the disk takes to write a segment. With fsync batch the writer
+ * thread syncs it (journal_sync); with always every entry was synced as
+ * it was written.
+ */
+static void finish_segment(struct journal *j, bool sync)
 {
 	pthread_mutex_lock(&j->lock);
 	j->pf_map = NULL;
@@ -840,7 +869,7 @@ static void finish_segment(struct journal *j)
 		/* If this fails, recovery at the next start cuts the tail. */
 		int rc = ftruncate(j->wfd, (off_t)j->wsize);
 		(void)rc;
-		if (j->s.sync != JOURNAL_SYNC_NEVER)
+		if (sync)
 			fdatasync(j->wfd);
 		close(j->wfd);
 	}
@@ -869,7 +898,7 @@ static int open_segment(struct journal *j, uint64_t id, size_t need, char *err,
 	if (len < need)
 		len = need;
 	len = (len + (size_t)page - 1) / (size_t)page * (size_t)page;
-	finish_segment(j);
+	finish_segment(j, false);
 	seg_name(name, sizeof(name), id);
 	fd = openat(j->dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0) {
@@ -890,9 +919,12 @@ static int open_segment(struct journal *j, uint64_t id, size_t need, char *err,
 		close(fd);
 		return -1;
 	}
-	if (j->s.sync != JOURNAL_SYNC_NEVER)
+	/* The new name must reach the disk before an entry in it counts as
+	 * synced: at once with always, by the writer's next sync with batch. */
+	if (j->s.sync == JOURNAL_SYNC_ALWAYS)
 		fsync(j->dirfd);
 	pthread_mutex_lock(&j->lock);
+	j->dir_dirty = j->s.sync == JOURNAL_SYNC_BATCH;
 	if (j->nsegs == 0 || j->segs[j->nsegs - 1].id != id) {
 		if (add_segment(j, id, 0, fg_time_ms()) != 0) {
 			pthread_mutex_unlock(&j->lock);
@@ -1135,35 +1167,131 @@ void journal_wake(struct journal *j)
 	pthread_mutex_unlock(&j->lock);
 }
 
-int journal_sync(struct journal *j, char *err, size_t errlen)
+/* Sync one finished segment, by name: all of its pages are final. */
+static int sync_finished(struct journal *j, uint64_t id, char *err,
+                         size_t errlen)
 {
-	uint64_t ids[64];
-	size_t n = 0;
+	char name[32];
+	int fd;
 
-	pthread_mutex_lock(&j->lock);
-	for (size_t i = 0; i < j->nsegs && n < 64; i++)
-		if (j->segs[i].id >= j->sync_from)
-			ids[n++] = j->segs[i].id;
-	pthread_mutex_unlock(&j->lock);
-	for (size_t i = 0; i < n; i++) {
+	seg_name(name, sizeof(name), id);
+	fd = openat(j->dirfd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT)
+		return 0; /* stored and deleted meanwhile */
+	if (fd < 0 || fdatasync(fd) != 0) {
+		fg_seterr(err, errlen, "cannot sync %s/%s: %s", j->s.dir, name,
+		          strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+/*
+ * Sync bytes [sync_off, upto) of segment id, the one the broker appends
+ * to (len bytes preallocated), through the writer's own read-only mapping
+ * of it: msync syncs that range of the file and nothing beyond it, so the
+ * pages ahead of the broker stay writable. The partly written last page
+ * is written back too, which costs the broker one fault on it.
+ */
+static int sync_current(struct journal *j, uint64_t id, size_t len, size_t upto,
+                        char *err, size_t errlen)
+{
+	size_t from;
+
+	if (j->smap == NULL || j->smap_seg != id) {
 		char name[32];
+		void *map;
 		int fd;
 
-		seg_name(name, sizeof(name), ids[i]);
+		sync_map_release(j);
+		seg_name(name, sizeof(name), id);
 		fd = openat(j->dirfd, name, O_RDONLY | O_CLOEXEC);
 		if (fd < 0 && errno == ENOENT)
-			continue;
-		if (fd < 0 || fdatasync(fd) != 0) {
-			fg_seterr(err, errlen, "cannot sync %s/%s: %s",
-			          j->s.dir, name, strerror(errno));
+			return 0;
+		map = fd < 0 ? MAP_FAILED
+		             : mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+		if (map == MAP_FAILED) {
+			fg_seterr(err, errlen,
+			          "cannot map %s/%s to sync it: %s", j->s.dir,
+			          name, strerror(errno));
 			if (fd >= 0)
 				close(fd);
 			return -1;
 		}
 		close(fd);
+		j->smap = map;
+		j->smap_len = len;
+		j->smap_seg = id;
+		j->sync_off = 0;
 	}
-	if (n > 0)
-		j->sync_from = ids[n - 1];
+	if (upto > j->smap_len)
+		upto = j->smap_len;
+	if (upto <= j->sync_off)
+		return 0;
+	from = j->sync_off & ~(size_t)4095;
+	if (msync(j->smap + from, upto - from, MS_SYNC) != 0) {
+		fg_seterr(err, errlen,
+		          "cannot sync segment %016" PRIx64 " in %s: %s", id,
+		          j->s.dir, strerror(errno));
+		return -1;
+	}
+	j->sync_off = upto;
+	return 0;
+}
+
+int journal_sync(struct journal *j, char *err, size_t errlen)
+{
+	uint64_t ids[64], cur = 0, next_from;
+	size_t n = 0, cur_len = 0, cur_upto = 0;
+	bool open_seg, dir, more = false;
+
+	pthread_mutex_lock(&j->lock);
+	open_seg = j->pf_map != NULL;
+	if (open_seg) {
+		cur = j->pf_seg;
+		cur_len = j->pf_len;
+		cur_upto = j->pf_written;
+	}
+	for (size_t i = 0; i < j->nsegs; i++) {
+		uint64_t id = j->segs[i].id;
+
+		if (id < j->sync_from || (open_seg && id == cur))
+			continue;
+		if (n == sizeof(ids) / sizeof(ids[0])) {
+			more = true;
+			break;
+		}
+		ids[n++] = id;
+	}
+	dir = j->dir_dirty;
+	j->dir_dirty = false;
+	pthread_mutex_unlock(&j->lock);
+
+	if (dir && fsync(j->dirfd) != 0) {
+		fg_seterr(err, errlen, "cannot sync %s: %s", j->s.dir,
+		          strerror(errno));
+		pthread_mutex_lock(&j->lock);
+		j->dir_dirty = true;
+		pthread_mutex_unlock(&j->lock);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (sync_finished(j, ids[i], err, errlen) != 0)
+			return -1;
+	if (open_seg &&
+	    sync_current(j, cur, cur_len, cur_upto, err, errlen) != 0)
+		return -1;
+	/* From here on only the open segment (which may be finished before
+	 * the next sync: it is then synced whole) and newer ones need it. */
+	next_from = more       ? ids[n - 1] + 1
+	            : open_seg ? cur
+	            : n > 0    ? ids[n - 1] + 1
+	                       : j->sync_from;
+	if (next_from > j->sync_from)
+		j->sync_from = next_from;
 	return 0;
 }
 

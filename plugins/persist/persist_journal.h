@@ -57,7 +57,7 @@ struct journal_record {
 
 enum journal_sync {
 	JOURNAL_SYNC_NEVER, /* the kernel writes back when it likes */
-	JOURNAL_SYNC_BATCH, /* the writer thread syncs before each batch */
+	JOURNAL_SYNC_BATCH, /* the writer thread syncs (journal_sync) */
 	JOURNAL_SYNC_ALWAYS /* every append is synced before it returns */
 };
 
@@ -152,7 +152,14 @@ void journal_prefault(struct journal *j);
 /* Wake journal_wait (to stop the writer). */
 void journal_wake(struct journal *j);
 
-/* Sync what has been appended to disk (JOURNAL_SYNC_BATCH). */
+/*
+ * Sync what has been appended to disk (JOURNAL_SYNC_BATCH; the writer
+ * thread calls it before each batch, and every flush_ms while the
+ * database is away): the segments the broker has finished whole, the one
+ * it appends to up to what it has written (the pages made writable ahead
+ * of it stay so), and the directory when a segment was created. The
+ * broker thread itself never waits for the disk, but at a stop.
+ */
 int journal_sync(struct journal *j, char *err, size_t errlen);
 
 /* Everything up to seq is stored: record it and delete the segments that
