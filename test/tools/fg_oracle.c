@@ -16,7 +16,7 @@
  *             [--username U [--password P]] [-V 311|5 | --v311 | --v5]
  *             [--qos 0|1|2] [--rate R] [--inflight W] [--size BYTES]
  *             [-o FILE] [--refused FILE] [--deadline S] [--timeout S]
- *             [--keepalive S]
+ *             [--keepalive S] [--pace-us N]
  *
  *   --first, --last  the numbers to publish (default first 1)
  *   --id ID          client id (default fg_oracle-PID); also the payload's
@@ -37,6 +37,15 @@
  *   --deadline S     give up S seconds after the start (default 60)
  *   --timeout S      longest wait for a CONNACK (default 5)
  *   --keepalive S    MQTT keepalive (default 10)
+ *   --pace-us N      never wait on the socket: each pass of the loop
+ *                    publishes what the window allows, reads and writes
+ *                    what the socket holds (poll with a zero timeout),
+ *                    then sleeps until N microseconds after the pass
+ *                    began. A benchmark's publishers on loopback are then
+ *                    not woken by each acknowledgement: that wake-up
+ *                    would run in the broker's write(), on the broker's
+ *                    time, where a publisher on another host costs the
+ *                    broker nothing. Default 0: sleep in poll().
  *
  * The payload of number n is
  *   {"n":n,"device":"ID","flow_lps":W.T[,"pad":"xxx..."]}
@@ -102,6 +111,8 @@ enum { EXIT_ALL_ACKED = 0, EXIT_NOT_ALL = 1, EXIT_SETUP = 2 };
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 1000
 #define IDLE_POLL_MS 100
+/* Packets read in one paced pass at most, before the loop goes on. */
+#define PACED_READS 4096
 /* A rate schedule that fell further behind than this is restarted, so
  * that a stall (a full window, a reconnect) is not followed by a burst. */
 #define RATE_MAX_LAG_NS (100 * NS_PER_MS)
@@ -128,6 +139,7 @@ struct options {
 	int deadline_s;
 	int timeout_s;
 	int keepalive_s;
+	int pace_us;
 };
 
 enum num_state {
@@ -186,6 +198,7 @@ struct oracle {
 	char *payload;
 	size_t payload_cap;
 	int64_t deadline_ns;
+	int64_t next_pass_ns; /* --pace-us schedule */
 };
 
 static volatile sig_atomic_t stop_requested;
@@ -230,7 +243,8 @@ static void usage(void)
 	        " [--rate R] [--inflight W]\n"
 	        "                 [--size BYTES] [-o FILE] [--refused FILE]"
 	        " [--deadline S]\n"
-	        "                 [--timeout S] [--keepalive S]\n");
+	        "                 [--timeout S] [--keepalive S]"
+	        " [--pace-us N]\n");
 }
 
 static bool parse_version(const char *s, int *out)
@@ -301,6 +315,8 @@ static bool apply_option(struct options *o, const char *a, const char *v)
 		return parse_int(v, 1, 86400, &o->deadline_s);
 	else if (strcmp(a, "--timeout") == 0)
 		return parse_int(v, 1, 3600, &o->timeout_s);
+	else if (strcmp(a, "--pace-us") == 0)
+		return parse_int(v, 0, 1000000, &o->pace_us);
 	else if (strcmp(a, "--keepalive") == 0)
 		return parse_int(v, 5, 3600, &o->keepalive_s);
 	else {
@@ -782,6 +798,24 @@ static int poll_timeout_ms(const struct oracle *o, int64_t now)
 }
 
 /*
+ * Paced mode: reads packets until the socket (and the TLS layer) holds no
+ * more, or PACED_READS of them. mosquitto_loop_read reads one packet and
+ * leaves errno at EAGAIN once there is nothing more to read.
+ */
+static int read_all(struct mosquitto *mosq)
+{
+	int i, rc = MOSQ_ERR_SUCCESS;
+
+	for (i = 0; i < PACED_READS && rc == MOSQ_ERR_SUCCESS; i++) {
+		errno = 0;
+		rc = mosquitto_loop_read(mosq, 1);
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			break;
+	}
+	return rc;
+}
+
+/*
  * One wait on the socket and the library's read, write and keepalive
  * work: what mosquitto_loop does, with poll and without its wake-up
  * socket pair (publications come from this thread, between waits).
@@ -799,10 +833,12 @@ static int session_service(struct oracle *o)
 	if (mosquitto_want_write(mosq))
 		pfd.events |= POLLOUT;
 	pfd.revents = 0;
-	if (poll(&pfd, 1, poll_timeout_ms(o, now_ns())) < 0)
+	if (poll(&pfd, 1,
+	         o->opt.pace_us > 0 ? 0 : poll_timeout_ms(o, now_ns())) < 0)
 		return errno == EINTR ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ERRNO;
 	if (pfd.revents & (POLLIN | POLLHUP | POLLERR))
-		rc = mosquitto_loop_read(mosq, 1);
+		rc = o->opt.pace_us > 0 ? read_all(mosq)
+		                        : mosquitto_loop_read(mosq, 1);
 	if (rc == MOSQ_ERR_SUCCESS && (pfd.revents & POLLOUT))
 		rc = mosquitto_loop_write(mosq, 1);
 	if (rc == MOSQ_ERR_SUCCESS)
@@ -836,6 +872,16 @@ static bool run_step(struct oracle *o)
 			return true;
 		}
 		return session_open(o);
+	}
+	if (o->opt.pace_us > 0) {
+		/* The next pass begins pace_us after this one did. */
+		int64_t now = now_ns();
+
+		o->next_pass_ns += (int64_t)o->opt.pace_us * 1000;
+		if (o->next_pass_ns < now)
+			o->next_pass_ns = now;
+		sleep_until(o->next_pass_ns < o->deadline_ns ? o->next_pass_ns
+		                                             : o->deadline_ns);
 	}
 	publish_due(o);
 	ledger_flush(&o->led);
