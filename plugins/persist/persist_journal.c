@@ -853,10 +853,10 @@ const char *journal_id(const struct journal *j)
 /*
  * Close the segment being appended to: its preallocated tail is cut, so
  * that only the newest segment can end in unused space. It is not synced
- * here, but for sync at a stop: that would stall the broker for as long
- * as the disk takes to write a segment. With fsync batch the writer
- * thread syncs it (journal_sync); with always every entry was synced as
- * it was written.
+ * here (sync false) with fsync batch: that would stall the broker for as
+ * long as the disk takes to write a segment; the writer thread syncs it
+ * (journal_sync). With always (every entry was synced as it was
+ * written) and at a stop, sync makes the cut durable at once.
  */
 static void finish_segment(struct journal *j, bool sync)
 {
@@ -898,7 +898,9 @@ static int open_segment(struct journal *j, uint64_t id, size_t need, char *err,
 	if (len < need)
 		len = need;
 	len = (len + (size_t)page - 1) / (size_t)page * (size_t)page;
-	finish_segment(j, false);
+	/* With always the broker waits for the disk anyway: the cut tail
+	 * reaches it too, at once. */
+	finish_segment(j, j->s.sync == JOURNAL_SYNC_ALWAYS);
 	seg_name(name, sizeof(name), id);
 	fd = openat(j->dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
 	if (fd < 0) {
