@@ -524,6 +524,27 @@ static const unsigned char *reader_at(struct journal *j, uint64_t off,
 	return j->rbuf;
 }
 
+/*
+ * Are all bytes from off to avail zero? They are the preallocated end of
+ * a segment that was never written, left when the broker died (or the
+ * power went) before the cut of a finished segment reached the disk.
+ */
+static bool zero_to_end(struct journal *j, uint64_t off, uint64_t avail)
+{
+	while (off < avail) {
+		size_t n = (size_t)(avail - off < 65536 ? avail - off : 65536);
+		const unsigned char *p = reader_at(j, off, n, avail);
+
+		if (p == NULL)
+			return false;
+		for (size_t i = 0; i < n; i++)
+			if (p[i] != 0)
+				return false;
+		off += n;
+	}
+	return true;
+}
+
 /* Is there an intact entry at off? Fills r and *len (the whole entry). */
 static bool entry_at(struct journal *j, uint64_t off, uint64_t avail,
                      struct journal_record *r, uint64_t *len)
@@ -604,6 +625,11 @@ int journal_next(struct journal *j, struct journal_cursor *c,
 		if (entry_at(j, c->offset, avail, r, &len)) {
 			c->offset += len;
 			return 1;
+		}
+		/* Unused space to the end, not damage. */
+		if (zero_to_end(j, c->offset, avail)) {
+			c->offset = avail;
+			continue;
 		}
 		/* Damaged: look for the next intact entry in this segment. */
 		uint64_t off = c->offset + 1;

@@ -1066,6 +1066,46 @@ START_TEST(pages_ahead_of_the_appends_are_made_writable)
 }
 END_TEST
 
+/*
+ * A finished segment whose cut did not reach the disk (a crash or power
+ * cut right after the broker moved to the next one) still ends in its
+ * preallocated zeros: they are unused space, read past without counting
+ * them as damage, and every entry is still read.
+ */
+START_TEST(an_uncut_zero_tail_of_an_older_segment_is_not_damage)
+{
+	static uint64_t ids[MAX_SEGS];
+	struct journal *j;
+	struct journal_cursor c;
+	struct journal_record r;
+	char path[160], err[256] = "";
+	unsigned i, n = 0;
+	size_t nsegs;
+
+	make_tmp();
+	j = open_with(64u << 10, 1u << 30, 0, NULL, NULL);
+	for (i = 0; i < 1500; i++)
+		append_sample(j, n++, false);
+	journal_close(j);
+	nsegs = list_segs(ids, MAX_SEGS);
+	ck_assert_uint_ge(nsegs, 3);
+	for (size_t k = 0; k + 1 < nsegs; k++) {
+		seg_path(path, sizeof(path), ids[k]);
+		ck_assert_int_eq(truncate(path, file_size(path) + 50000), 0);
+	}
+	j = open_with(64u << 10, 1u << 30, 0, NULL, NULL);
+	journal_cursor_init(j, &c);
+	for (i = 0; i < n; i++) {
+		next_entry(j, &c, &r);
+		assert_sample(&r, i, BASE_MS + i);
+	}
+	ck_assert_int_eq(journal_next(j, &c, &r, err, sizeof(err)), 0);
+	ck_assert_uint_eq(c.skipped_bytes, 0);
+	journal_close(j);
+	remove_tmp();
+}
+END_TEST
+
 /* Minor page faults of the calling thread so far. */
 static long thread_faults(void)
 {
@@ -1353,6 +1393,8 @@ static Suite *suite(void)
 	    tc, a_reader_running_alongside_appends_sees_every_entry_whole);
 	tcase_add_test(tc, pages_ahead_of_the_appends_are_made_writable);
 	tcase_add_test(tc, a_batch_sync_leaves_the_pages_ahead_writable);
+	tcase_add_test(tc,
+	               an_uncut_zero_tail_of_an_older_segment_is_not_damage);
 	tcase_add_test(tc, a_batch_sync_covers_finished_and_deleted_segments);
 	suite_add_tcase(s, tc);
 
