@@ -525,14 +525,16 @@ static const unsigned char *reader_at(struct journal *j, uint64_t off,
 }
 
 /*
- * Are all bytes from off to avail zero? They are the preallocated end of
- * a segment that was never written, left when the broker died (or the
- * power went) before the cut of a finished segment reached the disk.
+ * Are the bytes [off, end) of the open segment (avail bytes) all zero?
+ * Zeros are space preallocated and never written: the end of the segment
+ * the broker was appending to when it died, or of one whose cut had not
+ * reached the disk when the power went.
  */
-static bool zero_to_end(struct journal *j, uint64_t off, uint64_t avail)
+static bool zero_run(struct journal *j, uint64_t off, uint64_t end,
+                     uint64_t avail)
 {
-	while (off < avail) {
-		size_t n = (size_t)(avail - off < 65536 ? avail - off : 65536);
+	while (off < end) {
+		size_t n = (size_t)(end - off < 65536 ? end - off : 65536);
 		const unsigned char *p = reader_at(j, off, n, avail);
 
 		if (p == NULL)
@@ -627,7 +629,7 @@ int journal_next(struct journal *j, struct journal_cursor *c,
 			return 1;
 		}
 		/* Unused space to the end, not damage. */
-		if (zero_to_end(j, c->offset, avail)) {
+		if (zero_run(j, c->offset, avail, avail)) {
 			c->offset = avail;
 			continue;
 		}
@@ -645,20 +647,6 @@ int journal_next(struct journal *j, struct journal_cursor *c,
 		c->offset = off + len;
 		return 1;
 	}
-}
-
-/* Is the page at off (or what is left of the segment) all zero? */
-static bool all_zero(struct journal *j, uint64_t off, uint64_t avail)
-{
-	size_t n = (size_t)(avail - off < 4096 ? avail - off : 4096);
-	const unsigned char *p = reader_at(j, off, n, avail);
-
-	if (p == NULL)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (p[i] != 0)
-			return false;
-	return true;
 }
 
 /* Open-time recovery ------------------------------------------------------ */
@@ -698,12 +686,14 @@ static int recover(struct journal *j, int64_t window_ms, journal_scan_fn scan,
 				/* Resync byte by byte; the unused, zeroed end
 				 * of a segment the broker was appending to when
 				 * it died is passed a page at a time. */
-				const unsigned char *z =
-				    reader_at(j, c.offset, 1, j->segs[i].size);
-				c.offset += z != NULL && *z == 0 &&
-				                    c.offset % 4096 == 0 &&
-				                    all_zero(j, c.offset,
-				                             j->segs[i].size)
+				uint64_t size = j->segs[i].size;
+				uint64_t page_end = c.offset + 4096 < size
+				                        ? c.offset + 4096
+				                        : size;
+
+				c.offset += c.offset % 4096 == 0 &&
+				                    zero_run(j, c.offset,
+				                             page_end, size)
 				                ? 4096
 				                : 1;
 				continue;

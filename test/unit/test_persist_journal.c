@@ -1066,6 +1066,22 @@ START_TEST(pages_ahead_of_the_appends_are_made_writable)
 }
 END_TEST
 
+/* The journal holds samples 0 to n - 1 in order, and nothing else. */
+static void assert_all_samples(struct journal *j, unsigned n)
+{
+	struct journal_cursor c;
+	struct journal_record r;
+	char err[256] = "";
+
+	journal_cursor_init(j, &c);
+	for (unsigned i = 0; i < n; i++) {
+		next_entry(j, &c, &r);
+		assert_sample(&r, i, BASE_MS + i);
+	}
+	ck_assert_int_eq(journal_next(j, &c, &r, err, sizeof(err)), 0);
+	ck_assert_uint_eq(c.skipped_bytes, 0);
+}
+
 /*
  * A finished segment whose cut did not reach the disk (a crash or power
  * cut right after the broker moved to the next one) still ends in its
@@ -1076,9 +1092,7 @@ START_TEST(an_uncut_zero_tail_of_an_older_segment_is_not_damage)
 {
 	static uint64_t ids[MAX_SEGS];
 	struct journal *j;
-	struct journal_cursor c;
-	struct journal_record r;
-	char path[160], err[256] = "";
+	char path[160];
 	unsigned i, n = 0;
 	size_t nsegs;
 
@@ -1094,13 +1108,7 @@ START_TEST(an_uncut_zero_tail_of_an_older_segment_is_not_damage)
 		ck_assert_int_eq(truncate(path, file_size(path) + 50000), 0);
 	}
 	j = open_with(64u << 10, 1u << 30, 0, NULL, NULL);
-	journal_cursor_init(j, &c);
-	for (i = 0; i < n; i++) {
-		next_entry(j, &c, &r);
-		assert_sample(&r, i, BASE_MS + i);
-	}
-	ck_assert_int_eq(journal_next(j, &c, &r, err, sizeof(err)), 0);
-	ck_assert_uint_eq(c.skipped_bytes, 0);
+	assert_all_samples(j, n);
 	journal_close(j);
 	remove_tmp();
 }
@@ -1135,11 +1143,9 @@ static long faults_of_appends(struct journal *j, unsigned *n)
 START_TEST(a_batch_sync_leaves_the_pages_ahead_writable)
 {
 	struct journal *j;
-	struct journal_cursor c;
-	struct journal_record r;
 	char err[256] = "";
 	long plain, synced;
-	unsigned i, n = 0;
+	unsigned n = 0;
 
 	make_tmp();
 	j = open_sync(8u << 20, 1u << 30, 0, NULL, NULL, JOURNAL_SYNC_BATCH);
@@ -1160,12 +1166,7 @@ START_TEST(a_batch_sync_leaves_the_pages_ahead_writable)
 	              "%ld page faults in 2000 appends after a sync, %ld "
 	              "without",
 	              synced, plain);
-	journal_cursor_init(j, &c);
-	for (i = 0; i < n; i++) {
-		next_entry(j, &c, &r);
-		assert_sample(&r, i, BASE_MS + i);
-	}
-	ck_assert_int_eq(journal_next(j, &c, &r, err, sizeof(err)), 0);
+	assert_all_samples(j, n);
 	journal_close(j);
 	remove_tmp();
 }
