@@ -31,6 +31,9 @@ void fg_pg_io_init(struct fg_pg_io *io, int abort_fd,
                    const struct fg_pg_settings *s)
 {
 	io->abort_fd = abort_fd;
+	io->idle = NULL;
+	io->idle_ctx = NULL;
+	io->idle_ms = 0;
 	io->silence_ms = s->statement_timeout_ms > INT_MAX - SILENCE_MARGIN_MS
 	                     ? INT_MAX
 	                     : s->statement_timeout_ms + SILENCE_MARGIN_MS;
@@ -54,6 +57,8 @@ static enum wait_result wait_sock(PGconn *conn, const struct fg_pg_io *io,
 	    {.fd = io != NULL ? io->abort_fd : -1, .events = POLLIN},
 	};
 
+	bool idle = io != NULL && io->idle != NULL && io->idle_ms > 0;
+
 	/* No socket: let libpq report the broken connection. */
 	if (p[0].fd < 0)
 		return WAIT_READY;
@@ -67,6 +72,8 @@ static enum wait_result wait_sock(PGconn *conn, const struct fg_pg_io *io,
 				return WAIT_SILENT;
 			ms = left > INT_MAX ? INT_MAX : (int)left;
 		}
+		if (idle && (ms < 0 || ms > io->idle_ms))
+			ms = io->idle_ms;
 		rc = poll(p, 2, ms); /* poll skips a descriptor of -1 */
 		if (rc < 0 && errno == EINTR)
 			continue;
@@ -74,6 +81,8 @@ static enum wait_result wait_sock(PGconn *conn, const struct fg_pg_io *io,
 			return WAIT_ABORT;
 		if (rc != 0)
 			return WAIT_READY; /* an error: libpq will see it too */
+		if (idle)
+			io->idle(io->idle_ctx);
 	}
 }
 

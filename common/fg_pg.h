@@ -34,6 +34,12 @@ struct fg_pg_settings {
 struct fg_pg_io {
 	int abort_fd;
 	int silence_ms;
+	/* Called every idle_ms while a wait for the server goes on (0 or no
+	 * function: never): work of the waiting thread that must not wait
+	 * for a slow or frozen database. It must not use the connection. */
+	void (*idle)(void *ctx);
+	void *idle_ctx;
+	int idle_ms;
 };
 FG_API void fg_pg_io_init(struct fg_pg_io *io, int abort_fd,
                           const struct fg_pg_settings *s);

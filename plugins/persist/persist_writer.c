@@ -752,8 +752,9 @@ static bool stopping(struct writer *w)
 
 /*
  * With fsync batch, the journal is synced before each batch; while no
- * batch can be sent (the database away), every flush_ms instead, so that
- * a power cut loses as little then as when the database is there.
+ * batch can be sent (the database away, or a wait for it that goes on),
+ * every flush_ms instead, so that a power cut loses as little then as
+ * when the database is there.
  */
 static void sync_while_away(struct writer *w)
 {
@@ -768,6 +769,16 @@ static void sync_while_away(struct writer *w)
 	w->next_sync_ms = now + w->s.flush_ms;
 	if (journal_sync(w->j, err, sizeof(err)) != 0)
 		fg_log(MOSQ_LOG_ERR, LOG_PREFIX " %s", err);
+}
+
+/* While a wait for the database goes on: the journal's pages ahead made
+ * writable, and the journal synced, as while the database is away. */
+static void writer_idle(void *ctx)
+{
+	struct writer *w = ctx;
+
+	journal_prefault(w->j);
+	sync_while_away(w);
 }
 
 /* Wait ms (or until told to stop), keeping the broker's next journal
@@ -829,6 +840,11 @@ static void *writer_main(void *arg)
 	 * pipe. */
 	fg_worker_begin("fg-persist", keep, 2);
 	fg_pg_io_init(&w->io, w->abort_pipe[0], &w->s.pg);
+	/* A database that answers slowly or not at all (frozen) holds this
+	 * thread in a wait; the broker's appends go on meanwhile. */
+	w->io.idle = writer_idle;
+	w->io.idle_ctx = w;
+	w->io.idle_ms = w->s.flush_ms > 10 ? w->s.flush_ms : 10;
 	/* The journal absorbs bursts; when the machine is short of CPU the
 	 * broker thread, which every client waits on, goes first and the
 	 * writer catches up later. (Linux applies nice to the thread.) */

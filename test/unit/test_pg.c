@@ -377,6 +377,40 @@ START_TEST(a_silent_server_is_given_up_after_the_silence)
 }
 END_TEST
 
+static void count_idle(void *ctx)
+{
+	(*(int *)ctx)++;
+}
+
+/* The waiting thread's own work goes on while the server is silent. */
+START_TEST(a_wait_for_a_silent_server_calls_the_idle_hook)
+{
+	struct fake f;
+	struct settings st;
+	struct fg_pg_io io;
+	PGconn *c;
+	int calls = 0;
+
+	fake_start(&f, FAKE_SILENT);
+	settings_for(&st, &f);
+	fg_pg_io_init(&io, -1, &st.s);
+	ck_assert_ptr_null(io.idle);
+	c = connect_ok(&st, &io);
+	io.silence_ms = 400;
+	io.idle = count_idle;
+	io.idle_ctx = &calls;
+	io.idle_ms = 50;
+	ck_assert_ptr_null(fg_pg_exec(c, &io, "SELECT 1"));
+	ck_assert_int_eq(PQstatus(c), CONNECTION_BAD);
+	/* About one call per 50 ms of the 400: fewer when the machine is
+	 * slow, never more. */
+	ck_assert_int_ge(calls, 3);
+	ck_assert_int_le(calls, 9);
+	fg_pg_finish(c);
+	fake_stop(&f);
+}
+END_TEST
+
 START_TEST(a_query_gives_up_when_aborted)
 {
 	struct fake f;
@@ -589,6 +623,7 @@ static Suite *suite(void)
 	               connect_to_a_mute_server_ends_at_the_connect_timeout);
 	tcase_add_test(tc, connect_gives_up_when_aborted);
 	tcase_add_test(tc, a_silent_server_is_given_up_after_the_silence);
+	tcase_add_test(tc, a_wait_for_a_silent_server_calls_the_idle_hook);
 	tcase_add_test(tc, a_query_gives_up_when_aborted);
 	tcase_add_test(tc, copy_to_a_server_that_stops_reading_ends);
 	tcase_add_test(tc, each_host_of_a_list_gets_the_whole_connect_timeout);
