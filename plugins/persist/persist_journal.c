@@ -35,6 +35,9 @@
  * broker at open. */
 #define PREFAULT_AHEAD (4u << 20)
 #define PREFAULT_FIRST (256u << 10)
+/* The next segment, made ready by the writer thread (journal_prefault). */
+#define SPARE_NAME "next.spare"
+#define SPARE_RETRY_MS 1000
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23 /* Linux 5.14 */
 #endif
@@ -66,6 +69,13 @@ struct journal {
 	size_t pf_len, pf_written, pf_done;
 	bool pf_off;
 	bool dir_dirty; /* a segment was created since the directory sync */
+	/* The next segment's file, created, allocated, mapped and its first
+	 * pages writable by the writer, for the broker to rename at its next
+	 * rotation: creating it there costs the broker a millisecond and
+	 * more. spare_map NULL: none ready. Only the mapping is handed over:
+	 * the writer's descriptors are in a table of its own. */
+	unsigned char *spare_map;
+	size_t spare_len, spare_ready;
 	unsigned wake_gen;
 
 	/* broker thread */
@@ -96,7 +106,8 @@ struct journal {
 	unsigned char *smap;
 	size_t smap_len;
 	uint64_t smap_seg;
-	size_t sync_off; /* bytes of smap_seg synced */
+	size_t sync_off;        /* bytes of smap_seg synced */
+	int64_t spare_retry_ms; /* no spare before this after a failure */
 	uint64_t ckpt_seq;
 	int64_t ckpt_at_ms;
 };
@@ -803,6 +814,8 @@ struct journal *journal_open(const struct journal_settings *s,
 	if (take_lock(j, err, errlen) != 0 || load_id(j, err, errlen) != 0 ||
 	    list_segments(j, err, errlen) != 0)
 		goto fail;
+	/* A spare left by an earlier run holds no entry. */
+	(void)unlinkat(j->dirfd, SPARE_NAME, 0);
 	load_checkpoint(j);
 	if (j->nsegs == 0 && j->committed == 0) {
 		/* A new journal starts its numbers at the clock (in
@@ -843,6 +856,10 @@ void journal_close(struct journal *j)
 	finish_segment(j, j->s.sync != JOURNAL_SYNC_NEVER);
 	if (j->dir_dirty)
 		fsync(j->dirfd);
+	if (j->spare_map != NULL) {
+		munmap(j->spare_map, j->spare_len);
+		(void)unlinkat(j->dirfd, SPARE_NAME, 0);
+	}
 	if (j->rfd >= 0)
 		close(j->rfd);
 	sync_map_release(j);
@@ -896,19 +913,63 @@ static void finish_segment(struct journal *j, bool sync)
 }
 
 /*
+ * The spare the writer made ready, renamed to segment id's name and
+ * opened: a descriptor of this thread's, the mapping, its size and
+ * writable bytes in the out parameters. False when there is none of at
+ * least len bytes, when a file of that name is already there (a segment
+ * cut to nothing at recovery, appended to again), or when the rename or
+ * the open fails (the spare is dropped then; a renamed file is used by
+ * the caller as it would any file of the name).
+ */
+static bool take_spare(struct journal *j, uint64_t id, const char *name,
+                       size_t len, int *fd, unsigned char **map, size_t *maplen,
+                       size_t *ready)
+{
+	bool fresh;
+
+	pthread_mutex_lock(&j->lock);
+	fresh = j->nsegs == 0 || j->segs[j->nsegs - 1].id != id;
+	if (!fresh || j->spare_map == NULL || j->spare_len < len) {
+		pthread_mutex_unlock(&j->lock);
+		return false;
+	}
+	*map = j->spare_map;
+	*maplen = j->spare_len;
+	*ready = j->spare_ready;
+	j->spare_map = NULL;
+	j->spare_len = j->spare_ready = 0;
+	pthread_mutex_unlock(&j->lock);
+	/* The writer creates a spare only where no file of the name is, so
+	 * it cannot make another before this rename. */
+	if (renameat(j->dirfd, SPARE_NAME, j->dirfd, name) != 0) {
+		munmap(*map, *maplen);
+		(void)unlinkat(j->dirfd, SPARE_NAME, 0);
+		return false;
+	}
+	*fd = openat(j->dirfd, name, O_RDWR | O_CLOEXEC);
+	if (*fd < 0) {
+		munmap(*map, *maplen);
+		return false;
+	}
+	return true;
+}
+
+/*
  * Start segment id for appending: its space is allocated on disk first
  * (so that a full disk is an error here, never a fault when the mapping is
  * written) and mapped. Appending is then a copy into the page cache: the
  * data belongs to the kernel at once, so it survives a SIGKILL of the
- * broker exactly as a write(2) would, at a fraction of the cost.
+ * broker exactly as a write(2) would, at a fraction of the cost. The
+ * writer thread's spare is used when there is one, so that the broker
+ * only renames a file.
  */
 static int open_segment(struct journal *j, uint64_t id, size_t need, char *err,
                         size_t errlen)
 {
 	long page = sysconf(_SC_PAGESIZE);
-	size_t len = (size_t)j->s.segment_bytes;
+	size_t len = (size_t)j->s.segment_bytes, ready = 0;
+	unsigned char *map;
 	char name[32];
-	void *map;
 	int fd, e;
 
 	if (len < need)
@@ -918,24 +979,29 @@ static int open_segment(struct journal *j, uint64_t id, size_t need, char *err,
 	 * reaches it too, at once. */
 	finish_segment(j, j->s.sync == JOURNAL_SYNC_ALWAYS);
 	seg_name(name, sizeof(name), id);
-	fd = openat(j->dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		fg_seterr(err, errlen, "cannot create %s/%s: %s", j->s.dir,
-		          name, strerror(errno));
-		return -1;
-	}
-	e = posix_fallocate(fd, 0, (off_t)len);
-	map = e == 0
-	          ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
-	          : MAP_FAILED;
-	if (map == MAP_FAILED) {
-		e = e != 0 ? e : errno;
-		fg_seterr(err, errlen,
-		          "cannot allocate %zu bytes for %s/%s: %s", len,
-		          j->s.dir, name, strerror(e));
-		unlinkat(j->dirfd, name, 0);
-		close(fd);
-		return -1;
+	if (!take_spare(j, id, name, len, &fd, &map, &len, &ready)) {
+		void *m;
+
+		fd = openat(j->dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+		if (fd < 0) {
+			fg_seterr(err, errlen, "cannot create %s/%s: %s",
+			          j->s.dir, name, strerror(errno));
+			return -1;
+		}
+		e = posix_fallocate(fd, 0, (off_t)len);
+		m = e == 0 ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED,
+		                  fd, 0)
+		           : MAP_FAILED;
+		if (m == MAP_FAILED) {
+			e = e != 0 ? e : errno;
+			fg_seterr(err, errlen,
+			          "cannot allocate %zu bytes for %s/%s: %s",
+			          len, j->s.dir, name, strerror(e));
+			unlinkat(j->dirfd, name, 0);
+			close(fd);
+			return -1;
+		}
+		map = m;
 	}
 	/* The new name must reach the disk before an entry in it counts as
 	 * synced: at once with always, by the writer's next sync with batch. */
@@ -954,18 +1020,21 @@ static int open_segment(struct journal *j, uint64_t id, size_t need, char *err,
 	}
 	/* A page of a shared file mapping faults on its first write (the
 	 * kernel tracks it dirty from then on): one fault every dozen
-	 * readings. The first pages are made writable here in one call, the
-	 * rest by the writer thread ahead of the appends. */
-	if (!j->pf_off &&
-	    madvise(map, len < PREFAULT_FIRST ? len : PREFAULT_FIRST,
-	            MADV_POPULATE_WRITE) != 0 &&
-	    errno == EINVAL)
-		j->pf_off = true;
+	 * readings. The first pages are made writable here in one call
+	 * unless the spare's already are, the rest by the writer thread
+	 * ahead of the appends. */
+	if (ready == 0) {
+		ready = len < PREFAULT_FIRST ? len : PREFAULT_FIRST;
+		if (!j->pf_off &&
+		    madvise(map, ready, MADV_POPULATE_WRITE) != 0 &&
+		    errno == EINVAL)
+			j->pf_off = true;
+	}
 	j->pf_seg = id;
 	j->pf_map = map;
 	j->pf_len = len;
 	j->pf_written = 0;
-	j->pf_done = len < PREFAULT_FIRST ? len : PREFAULT_FIRST;
+	j->pf_done = ready;
 	pthread_mutex_unlock(&j->lock);
 	j->wfd = fd;
 	j->wseg = id;
@@ -975,12 +1044,65 @@ static int open_segment(struct journal *j, uint64_t id, size_t need, char *err,
 	return 0;
 }
 
+/*
+ * Writer thread: make the broker's next segment ready ahead (take_spare).
+ * Its space is not counted in the journal's disk use: at most one
+ * segment's worth, allocated and never written until it is taken.
+ */
+static void prepare_spare(struct journal *j)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	size_t len = ((size_t)j->s.segment_bytes + (size_t)page - 1) /
+	             (size_t)page * (size_t)page;
+	size_t ready = len < PREFAULT_FIRST ? len : PREFAULT_FIRST;
+	bool want, pf_off;
+	void *map;
+	int fd;
+
+	if (fg_mono_ms() < j->spare_retry_ms)
+		return;
+	pthread_mutex_lock(&j->lock);
+	want = j->spare_map == NULL && j->pf_map != NULL;
+	pf_off = j->pf_off;
+	pthread_mutex_unlock(&j->lock);
+	if (!want)
+		return;
+	/* O_EXCL: a spare the broker took and has not renamed yet is never
+	 * opened again here. */
+	fd = openat(j->dirfd, SPARE_NAME, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
+	            0600);
+	if (fd < 0 && errno == EEXIST)
+		return;
+	map = fd >= 0 && posix_fallocate(fd, 0, (off_t)len) == 0
+	          ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+	          : MAP_FAILED;
+	if (map == MAP_FAILED) {
+		/* A full disk, say: the broker then creates its next segment
+		 * itself, and says what fails. */
+		if (fd >= 0) {
+			close(fd);
+			(void)unlinkat(j->dirfd, SPARE_NAME, 0);
+		}
+		j->spare_retry_ms = fg_mono_ms() + SPARE_RETRY_MS;
+		return;
+	}
+	if (pf_off || madvise(map, ready, MADV_POPULATE_WRITE) != 0)
+		ready = 0;
+	close(fd); /* the broker opens the file by its new name */
+	pthread_mutex_lock(&j->lock);
+	j->spare_map = map;
+	j->spare_len = len;
+	j->spare_ready = ready;
+	pthread_mutex_unlock(&j->lock);
+}
+
 void journal_prefault(struct journal *j)
 {
 	unsigned char *map;
 	size_t from, to;
 	uint64_t seg;
 
+	prepare_spare(j);
 	pthread_mutex_lock(&j->lock);
 	map = j->pf_off ? NULL : j->pf_map;
 	seg = j->pf_seg;

@@ -145,8 +145,11 @@ int journal_next(struct journal *j, struct journal_cursor *c,
 void journal_wait(struct journal *j, int timeout_ms);
 /*
  * Writer thread: make the pages ahead of the broker's appends writable
- * (MADV_POPULATE_WRITE), so that the broker's copies do not fault. Cheap
- * when there is nothing to do; a no-op on kernels before 5.14.
+ * (MADV_POPULATE_WRITE), so that the broker's copies do not fault, and
+ * the broker's next segment ready (created, allocated, mapped, its first
+ * pages writable), so that a rotation is a rename on the broker thread.
+ * Cheap when there is nothing to do; the populating is a no-op on kernels
+ * before 5.14.
  */
 void journal_prefault(struct journal *j);
 /* Wake journal_wait (to stop the writer). */

@@ -12,6 +12,7 @@
 #include <ftw.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1114,6 +1115,98 @@ START_TEST(an_uncut_zero_tail_of_an_older_segment_is_not_damage)
 }
 END_TEST
 
+/* journal_prefault as the writer thread runs it: in a thread with a
+ * descriptor table of its own, so that a descriptor it opens means
+ * nothing to the appending thread. */
+static void *prefault_main(void *arg)
+{
+	ck_assert_int_eq(unshare(CLONE_FILES), 0);
+	journal_prefault(arg);
+	return NULL;
+}
+
+static void prefault_in_own_table(struct journal *j)
+{
+	pthread_t t;
+
+	ck_assert_int_eq(pthread_create(&t, NULL, prefault_main, j), 0);
+	ck_assert_int_eq(pthread_join(t, NULL), 0);
+}
+
+static void spare_path(char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/next.spare", jdir);
+}
+
+static bool spare_exists(void)
+{
+	char path[160];
+	struct stat st;
+
+	spare_path(path, sizeof(path));
+	return stat(path, &st) == 0;
+}
+
+/*
+ * The writer makes the broker's next segment ready ahead (journal_prefault
+ * does it); the broker renames it when it moves on, makes its own when the
+ * spare is gone, and a spare left behind by a crash goes at the next open.
+ */
+START_TEST(the_next_segment_is_made_ready_ahead_and_taken_at_rotation)
+{
+	static uint64_t ids[MAX_SEGS];
+	struct journal *j;
+	char path[160], seg[160];
+	unsigned n = 0;
+	FILE *f;
+
+	make_tmp();
+	spare_path(path, sizeof(path));
+	j = open_with(64u << 10, 1u << 30, 0, NULL, NULL);
+	prefault_in_own_table(j);
+	ck_assert(!spare_exists()); /* none before the first segment */
+	append_sample(j, n++, false);
+	prefault_in_own_table(j);
+	ck_assert(spare_exists());
+	while (list_segs(ids, MAX_SEGS) < 2 && n < 5000)
+		append_sample(j, n++, false);
+	ck_assert_uint_eq(list_segs(ids, MAX_SEGS), 2);
+	ck_assert(!spare_exists()); /* renamed to the second segment */
+	/* The first segment was cut to its entries when the broker moved
+	 * on. */
+	seg_path(seg, sizeof(seg), ids[0]);
+	ck_assert_int_lt(file_size(seg), 64 << 10);
+	prefault_in_own_table(j);
+	ck_assert(spare_exists());
+	/* The spare's file gone under it: the rename fails, the broker
+	 * makes the third segment itself. */
+	ck_assert_int_eq(unlink(path), 0);
+	while (list_segs(ids, MAX_SEGS) < 3 && n < 10000)
+		append_sample(j, n++, false);
+	ck_assert_uint_eq(list_segs(ids, MAX_SEGS), 3);
+	/* The second, the spare, was cut too: the broker has a descriptor
+	 * of its own for it. */
+	seg_path(seg, sizeof(seg), ids[1]);
+	ck_assert_int_lt(file_size(seg), 64 << 10);
+	assert_all_samples(j, n);
+	prefault_in_own_table(j);
+	ck_assert(spare_exists());
+	journal_close(j);
+	ck_assert(!spare_exists());
+	/* A stale spare is no segment, and goes at open. */
+	f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs("not a segment", f);
+	fclose(f);
+	j = open_with(64u << 10, 1u << 30, 0, NULL, NULL);
+	ck_assert(!spare_exists());
+	ck_assert_uint_eq(list_segs(ids, MAX_SEGS), 3);
+	assert_all_samples(j, n);
+	journal_close(j);
+	remove_tmp();
+}
+END_TEST
+
 /* Minor page faults of the calling thread so far. */
 static long thread_faults(void)
 {
@@ -1396,6 +1489,8 @@ static Suite *suite(void)
 	tcase_add_test(tc, a_batch_sync_leaves_the_pages_ahead_writable);
 	tcase_add_test(tc,
 	               an_uncut_zero_tail_of_an_older_segment_is_not_damage);
+	tcase_add_test(
+	    tc, the_next_segment_is_made_ready_ahead_and_taken_at_rotation);
 	tcase_add_test(tc, a_batch_sync_covers_finished_and_deleted_segments);
 	suite_add_tcase(s, tc);
 
