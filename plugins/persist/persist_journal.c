@@ -912,6 +912,25 @@ static void finish_segment(struct journal *j, bool sync)
 	j->wsize = 0;
 }
 
+/* Bytes to allocate for a segment that must hold need bytes: the
+ * configured size, or more, in whole pages. The spare has need 0. */
+static size_t segment_alloc_len(const struct journal *j, size_t need)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	size_t len = (size_t)j->s.segment_bytes;
+
+	if (len < need)
+		len = need;
+	return (len + page - 1) / page * page;
+}
+
+/* The bytes of a new segment of len bytes made writable before the first
+ * append. */
+static size_t first_pages(size_t len)
+{
+	return len < PREFAULT_FIRST ? len : PREFAULT_FIRST;
+}
+
 /*
  * The spare the writer made ready, renamed to segment id's name and
  * opened: a descriptor of this thread's, the mapping, its size and
@@ -966,15 +985,11 @@ static bool take_spare(struct journal *j, uint64_t id, const char *name,
 static int open_segment(struct journal *j, uint64_t id, size_t need, char *err,
                         size_t errlen)
 {
-	long page = sysconf(_SC_PAGESIZE);
-	size_t len = (size_t)j->s.segment_bytes, ready = 0;
+	size_t len = segment_alloc_len(j, need), ready = 0;
 	unsigned char *map;
 	char name[32];
 	int fd, e;
 
-	if (len < need)
-		len = need;
-	len = (len + (size_t)page - 1) / (size_t)page * (size_t)page;
 	/* With always the broker waits for the disk anyway: the cut tail
 	 * reaches it too, at once. */
 	finish_segment(j, j->s.sync == JOURNAL_SYNC_ALWAYS);
@@ -1024,7 +1039,7 @@ static int open_segment(struct journal *j, uint64_t id, size_t need, char *err,
 	 * unless the spare's already are, the rest by the writer thread
 	 * ahead of the appends. */
 	if (ready == 0) {
-		ready = len < PREFAULT_FIRST ? len : PREFAULT_FIRST;
+		ready = first_pages(len);
 		if (!j->pf_off &&
 		    madvise(map, ready, MADV_POPULATE_WRITE) != 0 &&
 		    errno == EINVAL)
@@ -1051,10 +1066,7 @@ static int open_segment(struct journal *j, uint64_t id, size_t need, char *err,
  */
 static void prepare_spare(struct journal *j)
 {
-	long page = sysconf(_SC_PAGESIZE);
-	size_t len = ((size_t)j->s.segment_bytes + (size_t)page - 1) /
-	             (size_t)page * (size_t)page;
-	size_t ready = len < PREFAULT_FIRST ? len : PREFAULT_FIRST;
+	size_t len = segment_alloc_len(j, 0), ready = first_pages(len);
 	bool want, pf_off;
 	void *map;
 	int fd;

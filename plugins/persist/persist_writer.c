@@ -520,6 +520,22 @@ static enum send_result add_entry(struct writer *w, struct batch *b,
 }
 
 /*
+ * With fsync batch, sync the journal: before each batch, and every
+ * flush_ms while no batch can be sent (sync_while_away), so that a power
+ * cut loses as little then as when the database is there.
+ */
+static void sync_journal(struct writer *w)
+{
+	char err[FG_ERRLEN];
+
+	if (w->s.sync != JOURNAL_SYNC_BATCH)
+		return;
+	w->next_sync_ms = fg_mono_ms() + w->s.flush_ms;
+	if (journal_sync(w->j, err, sizeof(err)) != 0)
+		fg_log(MOSQ_LOG_ERR, LOG_PREFIX " %s", err);
+}
+
+/*
  * Read entries from the cursor and send them as one transaction: the
  * readings streamed into a COPY as they are read, then the audit events,
  * then the progress row. Entries already stored are passed over. Returns
@@ -549,9 +565,7 @@ static enum send_result send_batch(struct writer *w, struct batch *b)
 		if (r.seq <= w->stored_upto)
 			continue;
 		if (!in_tx) {
-			if (w->s.sync == JOURNAL_SYNC_BATCH &&
-			    journal_sync(w->j, err, sizeof(err)) != 0)
-				fg_log(MOSQ_LOG_ERR, LOG_PREFIX " %s", err);
+			sync_journal(w);
 			sr = exec_step(w, "BEGIN", "BEGIN");
 			in_tx = sr == SEND_OK;
 			if (!in_tx)
@@ -751,34 +765,17 @@ static bool stopping(struct writer *w)
 }
 
 /*
- * With fsync batch, the journal is synced before each batch; while no
- * batch can be sent (the database away, or a wait for it that goes on),
- * every flush_ms instead, so that a power cut loses as little then as
- * when the database is there.
+ * While no batch can be sent (the database away, or a wait for it that
+ * goes on): the journal's pages ahead made writable, and the journal
+ * synced every flush_ms (none sooner after the sync before a batch).
  */
-static void sync_while_away(struct writer *w)
-{
-	char err[FG_ERRLEN];
-	int64_t now;
-
-	if (w->s.sync != JOURNAL_SYNC_BATCH)
-		return;
-	now = fg_mono_ms();
-	if (now < w->next_sync_ms)
-		return;
-	w->next_sync_ms = now + w->s.flush_ms;
-	if (journal_sync(w->j, err, sizeof(err)) != 0)
-		fg_log(MOSQ_LOG_ERR, LOG_PREFIX " %s", err);
-}
-
-/* While a wait for the database goes on: the journal's pages ahead made
- * writable, and the journal synced, as while the database is away. */
 static void writer_idle(void *ctx)
 {
 	struct writer *w = ctx;
 
 	journal_prefault(w->j);
-	sync_while_away(w);
+	if (fg_mono_ms() >= w->next_sync_ms)
+		sync_journal(w);
 }
 
 /* Wait ms (or until told to stop), keeping the broker's next journal
@@ -793,8 +790,7 @@ static void pause_ms(struct writer *w, int ms)
 		int64_t left = until - fg_mono_ms();
 		struct timespec ts;
 
-		journal_prefault(w->j);
-		sync_while_away(w);
+		writer_idle(w);
 		if (left <= 0)
 			return;
 		fg_timespec_in(&ts, CLOCK_REALTIME,

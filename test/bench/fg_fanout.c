@@ -574,7 +574,8 @@ static int pump(int timeout_ms)
 	int64_t now;
 
 	static int64_t next_pass;
-	bool paced = pub.raw || (opt.subscribers > 0 && subs[0].raw);
+	/* Paced once the subscribers are read here (raw_take). */
+	bool paced = subs[0].raw;
 
 	for (i = -1; i < opt.subscribers; i++) {
 		struct client *c = i < 0 ? &pub : &subs[i];
