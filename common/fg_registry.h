@@ -3,9 +3,9 @@
  * the non-device accounts, indexed for lookups on the broker thread.
  *
  * A registry is built once (by the loader thread from PostgreSQL, or from
- * the snapshot file), finalised, and from then on only read. A newer
- * registry replaces it as a whole on the broker thread, so readers need
- * no locks.
+ * the snapshot file, or derived from the one before with the rows that
+ * changed), finalised, and from then on only read. A newer registry
+ * replaces it as a whole on the broker thread, so readers need no locks.
  */
 #ifndef FG_REGISTRY_H
 #define FG_REGISTRY_H
@@ -126,6 +126,27 @@ FG_API int fg_registry_add_rule(struct fg_registry *reg, int64_t id,
                                 enum fg_rule_subject kind, const char *subject,
                                 const char *pattern, enum fg_rule_access access,
                                 bool allow, int priority);
+
+/*
+ * A registry to patch: a copy of the rows of base (finalised), whose
+ * strings it shares instead of copying them. Until it is finalised, an
+ * fg_registry_add_device, _cert or _account with the key of a row it holds
+ * replaces that row, the fg_registry_remove_* calls remove rows (1 when
+ * removed, 0 when absent, -1 on a registry not derived or finalised), and
+ * the rule and limit tables can be emptied to be added again. After any
+ * failure it must be freed. NULL when out of memory.
+ */
+FG_API struct fg_registry *fg_registry_derive(struct fg_registry *base);
+FG_API int fg_registry_remove_device(struct fg_registry *reg, const char *id);
+FG_API int fg_registry_remove_cert(struct fg_registry *reg,
+                                   const fg_fingerprint *fp);
+FG_API int fg_registry_remove_account(struct fg_registry *reg,
+                                      const char *username);
+FG_API void fg_registry_clear_rules(struct fg_registry *reg);
+FG_API void fg_registry_clear_limits(struct fg_registry *reg);
+/* How many registries were derived in a row to reach this one (0 for a
+ * registry built from scratch). */
+FG_API unsigned fg_registry_depth(const struct fg_registry *reg);
 
 /*
  * Build the indices and link certificates to devices. Fails (returns -1

@@ -468,9 +468,10 @@ void fg_runtime_tick(struct fg_runtime *rt)
 		rt->withdrawn = NULL;
 		rt->generation++;
 		fg_log(first ? MOSQ_LOG_NOTICE : MOSQ_LOG_INFO,
-		       LOG_PREFIX " registry loaded from database "
+		       LOG_PREFIX " registry %s from database "
 		                  "devices=%zu certificates=%zu accounts=%zu "
 		                  "rules=%zu schema_version=%d",
+		       fg_registry_depth(fresh) > 0 ? "patched" : "loaded",
 		       fg_registry_device_count(fresh),
 		       fg_registry_cert_count(fresh),
 		       fg_registry_account_count(fresh), nrules,

@@ -28,9 +28,13 @@
 #define SNAPSHOT_IDLE_MS 1000
 #define SNAPSHOT_MAX_MS 5000
 /* Rows of one table that a burst of notifications may name and still be
- * read one by one before the full reload (see fg_withdrawn.h); a larger
- * burst waits for the reload. */
-#define NAMED_MAX 64
+ * read by key (one query a table), to patch the registry and to withdraw
+ * access at once (see fg_withdrawn.h); a larger burst waits for the full
+ * reload. */
+#define NAMED_MAX 256
+/* The registry is read in full again after this many patches in a row,
+ * which also gives back the strings of the rows they replaced. */
+#define PATCH_DEPTH_MAX 1000
 /* The full read gives up a lock it cannot get within half a second (an
  * administrator's transaction holding a registry table: LOCK_WAIT_SQL)
  * and is tried again BUSY_RETRY_MS later; notifications are followed
@@ -38,11 +42,14 @@
 #define LOCK_WAIT_SQL "'500ms'"
 #define BUSY_RETRY_MS 200
 
-/* The rows a burst of notifications named, per fg_withdrawn_kind. */
+/* The rows a burst of notifications named, per fg_withdrawn_kind, and
+ * what else it touched. */
 struct named {
 	char *keys[FG_WD_KINDS][NAMED_MAX];
 	int n[FG_WD_KINDS];
 	bool overflow[FG_WD_KINDS];
+	bool rules, limits; /* acl_rules, rate_limits: read whole */
+	bool other;         /* a table or payload no patch covers */
 };
 
 struct fg_sync {
@@ -62,6 +69,12 @@ struct fg_sync {
 	int was_connected;
 	struct fg_throttle conn_throttle, busy_throttle;
 	struct named named;
+	/* The newest registry posted. It can be patched with the rows the
+	 * next notifications name only while it holds every change notified
+	 * before them (fresh); a burst that was not applied leaves the next
+	 * ones to a full read. */
+	struct fg_registry *base;
+	bool base_fresh;
 };
 
 static const char *const LOAD_SQL[] = {
@@ -141,78 +154,110 @@ static int load_limits(const PGresult *res, struct fg_registry *reg)
 	return skipped;
 }
 
-static int load_rows(PGresult *const res[6], struct fg_registry *reg, char *err,
-                     size_t errlen)
+/* Add row i of a result of the devices, certificates or accounts query
+ * (LOAD_SQL, NAMED_SQL): 0 when added, 1 when skipped as unreadable, -1
+ * when out of memory. */
+static int add_device_row(const PGresult *r, int i, struct fg_registry *reg)
+{
+	enum fg_device_status st;
+	const char *id = val(r, i, 0);
+
+	if (id == NULL || fg_ident_check(id, 256) != FG_IDENT_OK ||
+	    fg_device_status_parse(val(r, i, 2), &st) != 0)
+		return 1;
+	return fg_registry_add_device(reg, id, val(r, i, 1), st,
+	                              val(r, i, 3)[0] == 't', val(r, i, 4));
+}
+
+static int add_cert_row(const PGresult *r, int i, struct fg_registry *reg)
+{
+	fg_fingerprint fp;
+	const char *dev = val(r, i, 1);
+
+	if (fg_fingerprint_parse(val(r, i, 0), &fp) != 0 || dev == NULL)
+		return 1;
+	return fg_registry_add_cert(
+	    reg, &fp, dev, strtoll(val(r, i, 2), NULL, 10),
+	    strtoll(val(r, i, 3), NULL, 10), strtoll(val(r, i, 4), NULL, 10));
+}
+
+static int add_account_row(const PGresult *r, int i, struct fg_registry *reg)
+{
+	const char *user = val(r, i, 0);
+
+	if (user == NULL || fg_ident_check(user, 65535) != FG_IDENT_OK ||
+	    val(r, i, 1) == NULL || val(r, i, 2) == NULL)
+		return 1;
+	return fg_registry_add_account(reg, user, val(r, i, 1), val(r, i, 2),
+	                               val(r, i, 3), val(r, i, 4)[0] == 't',
+	                               val(r, i, 5)[0] == 't');
+}
+
+typedef int (*add_row_fn)(const PGresult *r, int i, struct fg_registry *reg);
+
+/* Indexed by fg_withdrawn_kind, like the named rows. */
+static const add_row_fn ADD_ROW[FG_WD_KINDS] = {
+    [FG_WD_CERT] = add_cert_row,
+    [FG_WD_DEVICE] = add_device_row,
+    [FG_WD_ACCOUNT] = add_account_row,
+};
+
+/* ACL rule rows; returns how many were skipped as unreadable. */
+static int load_rules(const PGresult *res, struct fg_registry *reg)
 {
 	int i, skipped = 0;
 
-	for (i = 0; i < PQntuples(res[1]); i++) {
-		enum fg_device_status st;
-		const char *id = val(res[1], i, 0);
-
-		if (id == NULL || fg_ident_check(id, 256) != FG_IDENT_OK ||
-		    fg_device_status_parse(val(res[1], i, 2), &st) != 0) {
-			skipped++;
-			continue;
-		}
-		if (fg_registry_add_device(reg, id, val(res[1], i, 1), st,
-		                           val(res[1], i, 3)[0] == 't',
-		                           val(res[1], i, 4)) != 0)
-			goto oom;
-	}
-	for (i = 0; i < PQntuples(res[2]); i++) {
-		fg_fingerprint fp;
-		const char *dev = val(res[2], i, 1);
-
-		if (fg_fingerprint_parse(val(res[2], i, 0), &fp) != 0 ||
-		    dev == NULL) {
-			skipped++;
-			continue;
-		}
-		if (fg_registry_add_cert(
-		        reg, &fp, dev, strtoll(val(res[2], i, 2), NULL, 10),
-		        strtoll(val(res[2], i, 3), NULL, 10),
-		        strtoll(val(res[2], i, 4), NULL, 10)) != 0)
-			goto oom;
-	}
-	for (i = 0; i < PQntuples(res[3]); i++) {
-		const char *user = val(res[3], i, 0);
-
-		if (user == NULL ||
-		    fg_ident_check(user, 65535) != FG_IDENT_OK ||
-		    val(res[3], i, 1) == NULL || val(res[3], i, 2) == NULL) {
-			skipped++;
-			continue;
-		}
-		if (fg_registry_add_account(
-		        reg, user, val(res[3], i, 1), val(res[3], i, 2),
-		        val(res[3], i, 3), val(res[3], i, 4)[0] == 't',
-		        val(res[3], i, 5)[0] == 't') != 0)
-			goto oom;
-	}
-	for (i = 0; res[4] != NULL && i < PQntuples(res[4]); i++) {
+	for (i = 0; i < PQntuples(res); i++) {
 		enum fg_rule_subject kind;
 		enum fg_rule_access access;
 
-		if (fg_rule_subject_parse(val(res[4], i, 1), &kind) != 0 ||
-		    fg_rule_access_parse(val(res[4], i, 4), &access) != 0 ||
+		if (fg_rule_subject_parse(val(res, i, 1), &kind) != 0 ||
+		    fg_rule_access_parse(val(res, i, 4), &access) != 0 ||
 		    fg_registry_add_rule(
-		        reg, strtoll(val(res[4], i, 0), NULL, 10), kind,
-		        val(res[4], i, 2), val(res[4], i, 3), access,
-		        val(res[4], i, 5)[0] == 't',
-		        (int)strtol(val(res[4], i, 6), NULL, 10)) != 0)
+		        reg, strtoll(val(res, i, 0), NULL, 10), kind,
+		        val(res, i, 2), val(res, i, 3), access,
+		        val(res, i, 5)[0] == 't',
+		        (int)strtol(val(res, i, 6), NULL, 10)) != 0)
 			skipped++;
 	}
-	if (res[4] != NULL)
-		fg_registry_set_has_rules(reg, true);
-	if (res[5] != NULL)
-		skipped += load_limits(res[5], reg);
+	fg_registry_set_has_rules(reg, true);
+	return skipped;
+}
+
+static void log_skipped(int skipped)
+{
 	if (skipped > 0)
 		fg_log(MOSQ_LOG_WARNING,
 		       LOG_PREFIX
 		       " skipped rows=%d with an invalid id, "
 		       "fingerprint or status: those identities are refused",
 		       skipped);
+}
+
+static int load_rows(PGresult *const res[6], struct fg_registry *reg, char *err,
+                     size_t errlen)
+{
+	/* Devices first: certificates name them. */
+	static const struct {
+		int res, kind;
+	} order[] = {{1, FG_WD_DEVICE}, {2, FG_WD_CERT}, {3, FG_WD_ACCOUNT}};
+	int i, rc, skipped = 0;
+
+	for (size_t t = 0; t < sizeof(order) / sizeof(order[0]); t++) {
+		const PGresult *r = res[order[t].res];
+
+		for (i = 0; i < PQntuples(r); i++) {
+			rc = ADD_ROW[order[t].kind](r, i, reg);
+			if (rc < 0)
+				goto oom;
+			skipped += rc;
+		}
+	}
+	if (res[4] != NULL)
+		skipped += load_rules(res[4], reg);
+	if (res[5] != NULL)
+		skipped += load_limits(res[5], reg);
+	log_skipped(skipped);
 	return 0;
 oom:
 	fg_seterr(err, errlen, "out of memory");
@@ -391,12 +436,32 @@ static int connect_and_listen(struct fg_sync *sy)
 	return -1;
 }
 
+/* Hand reg (whose reference the caller gives up) to the broker thread,
+ * keep it as the base of the next patch, and have the snapshot written
+ * from it later. Neither thread changes it (save_snapshot). */
+static void publish(struct fg_sync *sy, struct fg_registry *reg)
+{
+	post(sy, fg_registry_hold(reg));
+	fg_registry_free(sy->base);
+	sy->base = fg_registry_hold(reg);
+	sy->base_fresh = true;
+	if (sy->snapshot_file == NULL) {
+		fg_registry_free(reg);
+		return;
+	}
+	if (sy->unsaved == NULL)
+		sy->unsaved_since = fg_mono_ms();
+	fg_registry_free(sy->unsaved);
+	sy->unsaved = reg;
+}
+
 /* Load and publish the registry; 0 on success, 1 when a registry table
  * was locked (the connection is kept: try again soon), -1 with the
  * connection dropped on any other failure. */
 static int reload(struct fg_sync *sy)
 {
 	char err[FG_ERRLEN];
+	int64_t t0 = fg_mono_ms();
 	struct fg_registry *reg =
 	    fg_sync_load(sy->conn, &sy->io, err, sizeof(err));
 	uint64_t suppressed;
@@ -421,18 +486,10 @@ static int reload(struct fg_sync *sy)
 		drop_conn(sy);
 		return -1;
 	}
-	/* The broker thread gets the registry at once; the snapshot is
-	 * written later from the same registry, which neither thread
-	 * changes (save_snapshot). */
-	post(sy, fg_registry_hold(reg));
-	if (sy->snapshot_file == NULL) {
-		fg_registry_free(reg);
-		return 0;
-	}
-	if (sy->unsaved == NULL)
-		sy->unsaved_since = fg_mono_ms();
-	fg_registry_free(sy->unsaved);
-	sy->unsaved = reg;
+	fg_log(MOSQ_LOG_INFO,
+	       LOG_PREFIX " read the registry in full: devices=%zu; in %lld ms",
+	       fg_registry_device_count(reg), (long long)(fg_mono_ms() - t0));
+	publish(sy, reg);
 	return 0;
 }
 
@@ -461,32 +518,54 @@ static void named_clear(struct named *nm)
 		nm->n[k] = 0;
 		nm->overflow[k] = false;
 	}
+	nm->rules = nm->limits = nm->other = false;
 }
 
-/* Note the row a notification names ({"table": ..., "id": ...}, see
- * fleetgate.audit_registry_change); other tables and payloads that do
- * not parse are left to the full reload. */
+static void named_key(struct named *nm, int k, const char *key)
+{
+	if (key == NULL || nm->overflow[k])
+		return;
+	for (int i = 0; i < nm->n[k]; i++)
+		if (strcmp(nm->keys[k][i], key) == 0)
+			return;
+	if (nm->n[k] == NAMED_MAX)
+		nm->overflow[k] = true;
+	else if ((nm->keys[k][nm->n[k]] = strdup(key)) != NULL)
+		nm->n[k]++;
+	else
+		nm->overflow[k] = true;
+}
+
+/* Note what a notification names ({"table": ..., "id": ..., "old_id":
+ * ...}, see fleetgate.audit_registry_change): a row by its key (and by
+ * its old key after a rename), or a table read whole. */
 static void named_add(struct named *nm, const char *payload)
 {
 	cJSON *j = cJSON_Parse(payload);
 	const char *table =
 	    cJSON_GetStringValue(cJSON_GetObjectItem(j, "table"));
 	const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(j, "id"));
+	const char *old_id =
+	    cJSON_GetStringValue(cJSON_GetObjectItem(j, "old_id"));
 	int k = -1;
 
-	if (table != NULL && strcmp(table, "device_certificates") == 0)
+	if (table == NULL || id == NULL)
+		nm->other = true;
+	else if (strcmp(table, "device_certificates") == 0)
 		k = FG_WD_CERT;
-	else if (table != NULL && strcmp(table, "devices") == 0)
+	else if (strcmp(table, "devices") == 0)
 		k = FG_WD_DEVICE;
-	else if (table != NULL && strcmp(table, "accounts") == 0)
+	else if (strcmp(table, "accounts") == 0)
 		k = FG_WD_ACCOUNT;
-	if (k >= 0 && id != NULL && !nm->overflow[k]) {
-		if (nm->n[k] == NAMED_MAX)
-			nm->overflow[k] = true;
-		else if ((nm->keys[k][nm->n[k]] = strdup(id)) != NULL)
-			nm->n[k]++;
-		else
-			nm->overflow[k] = true;
+	else if (strcmp(table, "acl_rules") == 0)
+		nm->rules = true;
+	else if (strcmp(table, "rate_limits") == 0)
+		nm->limits = true;
+	else
+		nm->other = true;
+	if (k >= 0) {
+		named_key(nm, k, id);
+		named_key(nm, k, old_id);
 	}
 	cJSON_Delete(j);
 }
@@ -503,63 +582,144 @@ static int drain_notifies(struct fg_sync *sy)
 		return -1;
 	while ((n = PQnotifies(sy->conn)) != NULL) {
 		count++;
-		if (n->extra != NULL)
-			named_add(&sy->named, n->extra);
+		named_add(&sy->named, n->extra != NULL ? n->extra : "");
 		PQfreemem(n);
 	}
 	return count;
 }
 
-/* A named row, by its key; no row: deleted. */
+/* The named rows of a table, in the columns of its full read (LOAD_SQL);
+ * a key without a row was deleted. Certificates add whether the row is
+ * revoked by now. */
 static const char *const NAMED_SQL[FG_WD_KINDS] = {
-    [FG_WD_CERT] = "SELECT revoked_at IS NOT NULL AND revoked_at <= now() "
-                   "FROM fleetgate.device_certificates WHERE fingerprint = $1",
-    [FG_WD_DEVICE] = "SELECT status FROM fleetgate.devices WHERE id = $1",
-    [FG_WD_ACCOUNT] =
-        "SELECT disabled FROM fleetgate.accounts WHERE username = $1",
+    [FG_WD_CERT] =
+        "SELECT fingerprint, device_id, "
+        "floor(extract(epoch FROM not_before))::bigint, "
+        "floor(extract(epoch FROM not_after))::bigint, "
+        "CASE WHEN revoked_at IS NULL THEN 0 "
+        "ELSE greatest(1, floor(extract(epoch FROM revoked_at)))::bigint END, "
+        "revoked_at IS NOT NULL AND revoked_at <= now() "
+        "FROM fleetgate.device_certificates WHERE fingerprint = ANY($1)",
+    [FG_WD_DEVICE] =
+        "SELECT id, municipality_id, status, require_api_key, api_key_hash "
+        "FROM fleetgate.devices WHERE id = ANY($1)",
+    [FG_WD_ACCOUNT] = "SELECT username, password_hash, role, municipality_id, "
+                      "cross_municipality, disabled FROM fleetgate.accounts "
+                      "WHERE username = ANY($1)",
 };
 
-/* One row's verdict: a reason when it no longer admits, else -1. */
-static int named_verdict(int kind, const PGresult *res)
+/* The keys as a text[] literal: each one quoted, with " and \ escaped. */
+static char *array_literal(char *const *keys, int n)
+{
+	size_t len = 3;
+	char *out, *p;
+
+	for (int i = 0; i < n; i++)
+		len += 2 * strlen(keys[i]) + 3;
+	out = malloc(len);
+	if (out == NULL)
+		return NULL;
+	p = out;
+	*p++ = '{';
+	for (int i = 0; i < n; i++) {
+		if (i > 0)
+			*p++ = ',';
+		*p++ = '"';
+		for (const char *c = keys[i]; *c != '\0'; c++) {
+			if (*c == '"' || *c == '\\')
+				*p++ = '\\';
+			*p++ = *c;
+		}
+		*p++ = '"';
+	}
+	*p++ = '}';
+	*p = '\0';
+	return out;
+}
+
+/* The row of res whose key (column 0) is key, or -1. */
+static int row_of(const PGresult *res, const char *key)
+{
+	for (int i = 0; i < PQntuples(res); i++)
+		if (strcmp(PQgetvalue(res, i, 0), key) == 0)
+			return i;
+	return -1;
+}
+
+/* Whether a named row (row of res, -1: deleted) no longer admits: the
+ * reason, else -1. */
+static int named_verdict(int kind, const PGresult *res, int row)
 {
 	const char *v;
 
-	if (PQntuples(res) == 0)
+	if (row < 0)
 		return FG_WD_GONE;
-	v = PQgetisnull(res, 0, 0) ? "" : PQgetvalue(res, 0, 0);
 	switch (kind) {
 	case FG_WD_CERT:
+		v = PQgetvalue(res, row, 5);
 		return v[0] == 't' ? FG_WD_REVOKED : -1;
 	case FG_WD_DEVICE:
+		v = PQgetvalue(res, row, 2);
 		if (strcmp(v, "suspended") == 0)
 			return FG_WD_SUSPENDED;
 		if (strcmp(v, "active") == 0)
 			return -1;
 		return FG_WD_DECOMMISSIONED; /* and any other status */
 	default:
+		v = PQgetvalue(res, row, 5);
 		return v[0] == 't' ? FG_WD_DISABLED : -1;
 	}
 }
 
 /*
- * Read the rows the last notifications named and hand what no longer
- * admits to the broker thread, ahead of the full reload. A row that cannot
- * be read ends the reading (the reload still follows). Returns 0, or -1
- * when the connection is gone.
+ * Read the rows the last notifications named, one query a table, into
+ * res. Returns 0 when every table was read, 1 when one could not be (the
+ * full reload follows), -1 when the connection is gone.
  */
-static int check_named(struct fg_sync *sy)
+static int read_named(struct fg_sync *sy, PGresult *res[FG_WD_KINDS])
 {
 	struct named *nm = &sy->named;
-	struct fg_withdrawn *w = NULL;
 	char err[FG_ERRLEN];
-	size_t found = 0;
-	int rc = 0;
 
-	for (int k = 0; k < FG_WD_KINDS && rc == 0; k++) {
-		for (int i = 0; i < nm->n[k] && !nm->overflow[k]; i++) {
+	for (int k = 0; k < FG_WD_KINDS; k++) {
+		const char *vals[1];
+		char *arr;
+
+		if (nm->n[k] == 0 || nm->overflow[k])
+			continue;
+		arr = array_literal(nm->keys[k], nm->n[k]);
+		if (arr == NULL)
+			return 1;
+		vals[0] = arr;
+		res[k] = fg_pg_exec_params(sy->conn, &sy->io, NAMED_SQL[k], 1,
+		                           vals, NULL, NULL);
+		free(arr);
+		if (PQresultStatus(res[k]) != PGRES_TUPLES_OK) {
+			if (!fg_pg_io_aborted(&sy->io))
+				fg_log(MOSQ_LOG_WARNING,
+				       LOG_PREFIX
+				       " cannot read the changed rows, they "
+				       "wait for the reload: %s",
+				       fg_pg_error(sy->conn, err, sizeof(err)));
+			PQclear(res[k]);
+			res[k] = NULL;
+			return PQstatus(sy->conn) == CONNECTION_OK ? 1 : -1;
+		}
+	}
+	return 0;
+}
+
+/* The access the named rows withdraw, sealed; NULL when none (or out of
+ * memory: the full reload still follows). */
+static struct fg_withdrawn *withdrawn_of(const struct named *nm,
+                                         PGresult *const res[FG_WD_KINDS])
+{
+	struct fg_withdrawn *w = NULL;
+
+	for (int k = 0; k < FG_WD_KINDS; k++) {
+		for (int i = 0; res[k] != NULL && i < nm->n[k]; i++) {
 			fg_fingerprint fp;
-			const char *key = nm->keys[k][i], *vals[1] = {key};
-			PGresult *res;
+			const char *key = nm->keys[k][i];
 			int why;
 
 			/* The registry keys certificates by their parsed
@@ -567,51 +727,183 @@ static int check_named(struct fg_sync *sy)
 			if (k == FG_WD_CERT &&
 			    fg_fingerprint_parse(key, &fp) != 0)
 				continue;
-			res = fg_pg_exec_params(sy->conn, &sy->io, NAMED_SQL[k],
-			                        1, vals, NULL, NULL);
-			if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-				if (!fg_pg_io_aborted(&sy->io))
-					fg_log(MOSQ_LOG_WARNING,
-					       LOG_PREFIX
-					       " cannot read a changed "
-					       "row, it waits for the "
-					       "reload: %s",
-					       fg_pg_error(sy->conn, err,
-					                   sizeof(err)));
-				PQclear(res);
-				rc = -1;
-				break;
-			}
-			why = named_verdict(k, res);
-			PQclear(res);
+			why = named_verdict(k, res[k], row_of(res[k], key));
 			if (why < 0)
 				continue;
-			if (w == NULL && (w = fg_withdrawn_new()) == NULL) {
-				rc = -1;
-				break;
-			}
-			if (fg_withdrawn_add(w, (enum fg_withdrawn_kind)k,
+			if ((w == NULL && (w = fg_withdrawn_new()) == NULL) ||
+			    fg_withdrawn_add(w, (enum fg_withdrawn_kind)k,
 			                     k == FG_WD_CERT ? fp.hex : key,
-			                     (enum fg_withdrawn_why)why) != 0) {
-				rc = -1;
-				break;
-			}
-			found++;
+			                     (enum fg_withdrawn_why)why) != 0)
+				goto out;
 		}
 	}
-	named_clear(nm);
-	/* A set cut short by an error still holds only withdrawals. */
-	if (found > 0) {
+out:
+	/* A set cut short by want of memory still holds only withdrawals. */
+	if (w != NULL && fg_withdrawn_count(w, FG_WD_CERT) +
+	                         fg_withdrawn_count(w, FG_WD_DEVICE) +
+	                         fg_withdrawn_count(w, FG_WD_ACCOUNT) ==
+	                     0) {
+		fg_withdrawn_free(w);
+		return NULL;
+	}
+	if (w != NULL)
 		fg_withdrawn_seal(w);
-		if (post_withdrawn(sy, w) != 0)
+	return w;
+}
+
+/* Whether the burst in nm can be applied to the base as a patch. */
+static bool patchable(const struct fg_sync *sy,
+                      PGresult *const res[FG_WD_KINDS])
+{
+	const struct named *nm = &sy->named;
+
+	if (sy->base == NULL || !sy->base_fresh || nm->other ||
+	    fg_registry_origin(sy->base) != FG_REGISTRY_FROM_DATABASE ||
+	    fg_registry_schema_version(sy->base) < FG_SCHEMA_PATCH ||
+	    fg_registry_depth(sy->base) >= PATCH_DEPTH_MAX)
+		return false;
+	for (int k = 0; k < FG_WD_KINDS; k++)
+		if (nm->overflow[k] || (nm->n[k] > 0 && res[k] == NULL))
+			return false;
+	return true;
+}
+
+/* Replace a whole table the burst named (sql: RULES_SQL or LIMITS_SQL);
+ * 0, or -1 when it cannot be read. */
+static int patch_table(struct fg_sync *sy, struct fg_registry *next,
+                       const char *sql, bool rules, int *skipped)
+{
+	char err[FG_ERRLEN];
+	PGresult *r;
+
+	lock_refused = false;
+	r = run(sy->conn, &sy->io, sql, PGRES_TUPLES_OK, err, sizeof(err));
+	if (r == NULL) {
+		if (!fg_pg_io_aborted(&sy->io) && !lock_refused)
+			fg_log(MOSQ_LOG_WARNING,
+			       LOG_PREFIX " cannot read a changed table, it "
+			                  "waits for the reload: %s",
+			       err);
+		return -1;
+	}
+	if (rules) {
+		fg_registry_clear_rules(next);
+		*skipped += load_rules(r, next);
+	} else {
+		fg_registry_clear_limits(next);
+		*skipped += load_limits(r, next);
+	}
+	PQclear(r);
+	return 0;
+}
+
+/*
+ * The base with the named rows as they are now: each key's row replaced,
+ * or removed when it has none (or none that can be read), and the rule
+ * and limit tables read again when named. Returns 0 when published, -1
+ * when the full reload must do it.
+ */
+static int patch(struct fg_sync *sy, PGresult *const res[FG_WD_KINDS])
+{
+	const struct named *nm = &sy->named;
+	struct fg_registry *next = fg_registry_derive(sy->base);
+	char err[FG_ERRLEN] = "out of memory";
+	int64_t t0 = fg_mono_ms();
+	int skipped = 0, rows = 0;
+
+	if (next == NULL)
+		goto fail;
+	/* Devices first: a new certificate may name a new device. */
+	static const int order[] = {FG_WD_DEVICE, FG_WD_CERT, FG_WD_ACCOUNT};
+	for (size_t t = 0; t < sizeof(order) / sizeof(order[0]); t++) {
+		int k = order[t];
+
+		for (int i = 0; i < nm->n[k]; i++) {
+			const char *key = nm->keys[k][i];
+			int row = row_of(res[k], key), rc = 1;
+			fg_fingerprint fp;
+
+			if (row >= 0)
+				rc = ADD_ROW[k](res[k], row, next);
+			if (rc < 0)
+				goto fail;
+			skipped += row >= 0 && rc > 0;
+			rows++;
+			if (rc == 0)
+				continue;
+			/* Deleted, or no longer readable: gone, as a full
+			 * read would leave it out. */
+			if (k == FG_WD_CERT)
+				rc = fg_fingerprint_parse(key, &fp) != 0
+				         ? 0
+				         : fg_registry_remove_cert(next, &fp);
+			else if (k == FG_WD_DEVICE)
+				rc = fg_registry_remove_device(next, key);
+			else
+				rc = fg_registry_remove_account(next, key);
+			if (rc < 0)
+				goto fail;
+		}
+	}
+	if ((nm->rules &&
+	     patch_table(sy, next, RULES_SQL, true, &skipped) != 0) ||
+	    (nm->limits &&
+	     patch_table(sy, next, LIMITS_SQL, false, &skipped) != 0))
+		goto fail_quiet;
+	if (fg_registry_finalise(next, err, sizeof(err)) != 0)
+		goto fail;
+	fg_registry_set_meta(next, FG_REGISTRY_FROM_DATABASE,
+	                     fg_registry_schema_version(sy->base), fg_time_s());
+	log_skipped(skipped);
+	fg_log(MOSQ_LOG_INFO,
+	       LOG_PREFIX " patched the registry: rows=%d%s%s in %lld ms", rows,
+	       nm->rules ? " and the rules" : "",
+	       nm->limits ? " and the rate limits" : "",
+	       (long long)(fg_mono_ms() - t0));
+	publish(sy, next);
+	return 0;
+fail:
+	/* Out of memory, or rows read after further changes whose
+	 * notifications have not arrived (a certificate of a device not
+	 * yet known): the full read is consistent. */
+	fg_log(MOSQ_LOG_NOTICE,
+	       LOG_PREFIX " cannot patch the registry (%s), reading it "
+	                  "in full",
+	       err);
+fail_quiet:
+	fg_registry_free(next);
+	return -1;
+}
+
+/*
+ * Apply the burst of notifications just drained: read the rows they
+ * named, then publish the base patched with them, or else hand the
+ * broker thread what they withdraw and leave the rest to a full reload.
+ * Returns 0 when the registry was patched, 1 when a full reload must
+ * follow, -1 when the connection is gone.
+ */
+static int apply_named(struct fg_sync *sy)
+{
+	PGresult *res[FG_WD_KINDS] = {NULL};
+	struct fg_withdrawn *w;
+	int rc = read_named(sy, res);
+
+	if (rc == 0 && patchable(sy, res) && patch(sy, res) == 0) {
+		rc = 0;
+	} else {
+		if (rc >= 0 && (w = withdrawn_of(&sy->named, res)) != NULL &&
+		    post_withdrawn(sy, w) != 0)
 			fg_log(MOSQ_LOG_WARNING, LOG_PREFIX
 			       " out of memory for access withdrawn "
 			       "ahead of the reload; it waits for the "
 			       "reload");
-	} else {
-		fg_withdrawn_free(w);
+		sy->base_fresh = false;
+		rc = rc < 0 || PQstatus(sy->conn) != CONNECTION_OK ? -1 : 1;
 	}
-	return PQstatus(sy->conn) == CONNECTION_OK ? 0 : -1;
+	for (int k = 0; k < FG_WD_KINDS; k++)
+		PQclear(res[k]);
+	named_clear(&sy->named);
+	return rc;
 }
 
 static void *loader_main(void *arg)
@@ -627,7 +919,7 @@ static void *loader_main(void *arg)
 
 	fg_backoff_reset(&backoff, sy->s.retry_max_ms);
 	for (;;) {
-		int rc, n, more;
+		int rc, n, more, applied;
 
 		if (sy->conn == NULL) {
 			int first = -1;
@@ -667,18 +959,20 @@ static void *loader_main(void *arg)
 			more = drain_notifies(sy);
 			n = more < 0 ? -1 : n + more;
 		}
-		/* The rows the notifications named go to the broker thread
-		 * ahead of the reload they trigger. */
-		if (n < 0 || (n > 0 && check_named(sy) != 0)) {
+		/* The rows the notifications named patch the registry, or
+		 * else go to the broker thread ahead of the reload. */
+		applied = n > 0 ? apply_named(sy) : 0;
+		if (n < 0 || applied < 0) {
 			fg_log(MOSQ_LOG_ERR, LOG_PREFIX
 			       " lost the database connection, "
 			       "keeping the registry in memory and retrying");
 			named_clear(&sy->named);
+			sy->base_fresh = false;
 			drop_conn(sy);
 			save_snapshot(sy, true);
 			continue;
 		}
-		if (n > 0 || pending || fg_mono_ms() >= next_full) {
+		if (applied > 0 || pending || fg_mono_ms() >= next_full) {
 			int r = reload(sy);
 
 			pending = r > 0;
@@ -743,6 +1037,7 @@ void fg_sync_stop(struct fg_sync *sy)
 	close(sy->stop_pipe[0]);
 	close(sy->stop_pipe[1]);
 	fg_registry_free(sy->mailbox);
+	fg_registry_free(sy->base);
 	fg_withdrawn_free(sy->withdrawn_box);
 	named_clear(&sy->named);
 	pthread_mutex_destroy(&sy->lock);

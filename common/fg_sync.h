@@ -2,14 +2,19 @@
  * Keeping the in-memory registry in step with PostgreSQL.
  *
  * A worker thread loads the whole registry in one read-only snapshot
- * transaction, then LISTENs on fleetgate_registry and loads it again after
- * every committed change. Each load is handed to the broker thread through
- * a one-slot mailbox (a newer load replaces one not yet taken) and written
- * to the snapshot file. Before each reload the rows the notifications name
- * (certificates, devices, accounts) are read one by one, and what no
- * longer admits reaches the broker thread first (fg_withdrawn.h). On connection
- * loss it retries with backoff, and reloads in full on reconnect, so changes
- * made meanwhile take effect.
+ * transaction, then LISTENs on fleetgate_registry. After each burst of
+ * committed changes it reads the rows the notifications name (devices,
+ * certificates, accounts: one query a table; the rule and limit tables
+ * whole) and hands the broker thread a registry derived from the last one
+ * with those rows replaced or removed. When it cannot (too many rows, a
+ * table no patch covers, an earlier burst not applied, a read that
+ * failed), what no longer admits reaches the broker thread first
+ * (fg_withdrawn.h) and the whole registry is read again. Each registry
+ * goes through a one-slot mailbox (a newer one replaces one not yet
+ * taken) and is written to the snapshot file. On connection loss it
+ * retries with backoff, and reloads in full on reconnect, so changes made
+ * meanwhile take effect; a full reload also runs every
+ * registry_reload_s as a safety net.
  */
 #ifndef FG_SYNC_H
 #define FG_SYNC_H
@@ -21,11 +26,14 @@
 #define FG_REGISTRY_CHANNEL "fleetgate_registry"
 /* The oldest schema this code can read, and the newest it knows. */
 #define FG_SCHEMA_MIN 1
-#define FG_SCHEMA_KNOWN 5
+#define FG_SCHEMA_KNOWN 6
 /* The first schema with ACL rules. */
 #define FG_SCHEMA_RULES 2
 /* The first schema with rate limits. */
 #define FG_SCHEMA_LIMITS 4
+/* The first schema whose notifications name a renamed row's old key:
+ * from it on the registry is patched with the rows they name. */
+#define FG_SCHEMA_PATCH 6
 
 struct fg_sync_settings {
 	struct fg_pg_settings pg;

@@ -60,6 +60,7 @@ for d in dev-ok dev-revoked dev-reg-expired dev-reg-future dev-victim \
 	fg_device_cert "$d"
 	fg_register_device "$d" m1 "$FG_CERTS/$d.crt"
 done
+fg_device_cert dev-big-new # registered while a broker runs
 fg_device_cert dev-unknown # never registered
 
 # The registry's window is in the past / future while the X.509 is valid.
@@ -95,6 +96,7 @@ fg_psql_admin "select fleetgate.decommission_device('dev-decom', 'scrapped')" \
 fg_add_account dash 'correct horse' dashboard m1
 fg_add_account dash-off 'battery staple' dashboard m1
 fg_add_account dash-lock 'lock pick' dashboard m1
+fg_add_account dash-ren 'new name' dashboard m1
 
 fg_audit_mark
 fg_broker_start main || fg_bail "broker main did not start"
@@ -342,13 +344,16 @@ ok 'fg_broker_alive main && fg_broker_alive second' \
 	"both brokers are still running at the end"
 
 # --- withdrawals ahead of the full reload ----------------------------------
-# The loader reads the rows a burst of notifications names before it reads
-# the whole registry again. An administrator's transaction that holds a
+# The loader reads the rows a burst of notifications names; when it cannot
+# patch the registry with them, it hands the broker what they withdraw and
+# reads the whole registry again. A new municipality in the burst is a
+# change no patch covers. An administrator's transaction that holds a
 # lock on a table the full read needs (rate_limits, read last) holds up the
 # reload; a revocation, a suspension and a disabled account, committed
 # together, still take effect. The read gives up the lock after 500 ms
 # and is tried again, following notifications in between: a revocation
-# committed while the lock is still held takes effect too.
+# committed while the lock is still held takes effect too, and is not
+# patched into a registry that lacks the first burst.
 fg_connect_bg lock-rev main dev-lock dev-lock --wait-disconnect 10
 fg_connect_bg lock-rev2 main dev-lock2 dev-lock2 --wait-disconnect 10
 fg_connect_bg lock-susp main dev-lock-susp dev-lock-susp --v311 --wait-disconnect 10
@@ -376,6 +381,7 @@ ok 'fg_wait_until 5 lock_held' "a transaction holds a lock on rate_limits"
 fg_expect_kick \
 	"while the registry reload waits for the lock, revoking a certificate, suspending a device and disabling an account in one transaction kick within ${FG_KICK_LIMIT_MS} ms" \
 	"lock-rev lock-susp lock-acct" fg_psql_admin "begin;
+		select fleetgate.add_municipality('m-lock', 'Lock test');
 		select fleetgate.revoke_certificate(:'fp', 'stolen');
 		select fleetgate.suspend_device('dev-lock-susp', 'lost');
 		update fleetgate.accounts set disabled = true
@@ -395,8 +401,8 @@ expect_rc 2 "while the reload waits, the disabled account cannot log in"
 fg_connect main dev-ok dev-ok
 expect_rc 0 "while the reload waits, other devices are admitted"
 ok 'lock_held' "the lock was held throughout (the full reload had not run)"
-ok '! fg_log_has main "registry loaded from database"' \
-	"no registry was loaded meanwhile"
+ok '! fg_log_has main "registry (loaded|patched) from database"' \
+	"no registry was loaded or patched meanwhile"
 ok 'fg_log_has main "access withdrawn ahead of the registry reload: certificates=1 devices=1 accounts=1"' \
 	"the broker logs what was withdrawn ahead of the reload"
 ok 'fg_log_has main "access withdrawn ahead of the registry reload: certificates=2 devices=1 accounts=1"' \
@@ -409,12 +415,35 @@ expect_rc 2 "after the reload the revoked device is still refused"
 fg_connect_plain main dash-lock-3 --username dash-lock --password 'lock pick'
 expect_rc 2 "after the reload the disabled account is still refused"
 
-# --- revocation with a large registry ---------------------------------------
-# Every registry change is a full read of the registry. With a fleet of
-# 100,000 devices (fewer under the sanitizers, which slow the loader down
-# by more than their FG_SLOW) a revocation must still disconnect within
-# FG_KICK_LIMIT_MS: the snapshot file is written after the broker thread
-# has the new registry, not before.
+# --- a renamed account ------------------------------------------------------
+# A patch drops a renamed row under its old key (the notification names
+# both): a client logged in under the old username is disconnected, and
+# the new one logs in with the same password. The new name holds a quote
+# and a backslash, which the loader's query by key must escape.
+fg_client_bg ren-acct --host 127.0.0.1 --port "${FG_PLAIN_PORT[main]}" \
+	--id dash-ren-1 --username dash-ren --password 'new name' \
+	--wait-disconnect 10
+fg_client_wait_line ren-acct '^ready$' 5 || true
+fg_log_mark main
+fg_expect_kick \
+	"renaming an account disconnects the client logged in under the old username within ${FG_KICK_LIMIT_MS} ms" \
+	ren-acct fg_psql_admin "update fleetgate.accounts set username = :'new'
+		where username = 'dash-ren'" -v new='dash-"re\named'
+ok 'fg_wait_log main "registry patched from database" 5' \
+	"the rename is patched into the registry, not read in full"
+fg_connect_plain main dash-ren-2 --username dash-ren --password 'new name'
+expect_rc 2 "the old username is refused"
+fg_connect_plain main dash-ren-3 --username 'dash-"re\named' --password 'new name'
+expect_rc 0 "the new username logs in with the same password"
+
+# --- changes with a large registry ------------------------------------------
+# With a fleet of 100,000 devices (fewer under the sanitizers, which slow
+# the loader down by more than their FG_SLOW) a revocation must still
+# disconnect within FG_KICK_LIMIT_MS, and a device registered while the
+# broker runs is admitted as fast: each change is patched into the
+# registry (the rows it names, read by key), where a full read of the
+# registry takes hundreds of milliseconds. The snapshot file is written
+# after the broker thread has the new registry, not before.
 big=$((100000 / (FG_SLOW * FG_SLOW)))
 # Filler rows in bulk, without the per-row audit trigger and NOTIFY.
 fg_psql_super "set session_replication_role = replica;
@@ -433,9 +462,37 @@ ok 'fg_wait_log big "fleetgate: registry loaded from database devices=$ndev cert
 	"a registry with $big filler devices is loaded ($ndev devices, $ncert certificates)"
 fg_connect_bg kick-big big dev-big dev-big --wait-disconnect 10
 fg_client_wait_line kick-big '^ready$' 10 || true
+fg_log_mark big
 fg_expect_kick \
 	"with $big more devices registered, revoking a certificate still kicks within ${FG_KICK_LIMIT_MS} ms" \
 	kick-big fg_revoke dev-big "stolen"
+ok 'fg_wait_log big "registry patched from database devices=$ndev certificates=$ncert " 5' \
+	"the revocation is patched into the registry of $ndev devices"
+# A device registered while the broker runs: the time from the commit to
+# its first admitted connect.
+t0=$(fg_now_ms)
+fg_register_device dev-big-new m1 "$FG_CERTS/dev-big-new.crt" ||
+	fail "dev-big-new was registered"
+admitted() {
+	fg_connect big dev-big-new dev-big-new
+	[[ $FG_RC == 0 ]]
+}
+if fg_wait_until $(((FG_KICK_LIMIT_MS / 1000) + 5)) admitted; then
+	t1=$(fg_now_ms)
+	fg_diag "dev-big-new: admitted $((t1 - t0)) ms after its registration began"
+	ok '((t1 - t0 < FG_KICK_LIMIT_MS))' \
+		"with $ndev devices registered, a new device is admitted within ${FG_KICK_LIMIT_MS} ms of its registration [$((t1 - t0)) ms]"
+else
+	fail "with $ndev devices registered, a new device is admitted" \
+		"last attempt (rc=$FG_RC): $FG_OUT"
+fi
+patched=$(grep -o 'patched the registry: rows=[0-9]* in [0-9]* ms' \
+	"$FG_TMP/big.log" | tail -n 1) || true
+full=$(grep -o 'read the registry in full: devices=[0-9]*; in [0-9]* ms' \
+	"$FG_TMP/big.log" | head -n 1) || true
+fg_diag "loader, $ndev devices: $full; last change: $patched"
+ok '[[ -n $patched && -n $full ]]' \
+	"the loader logs how long the full read and the patches took"
 fg_broker_stop big
 fg_psql_super "set session_replication_role = replica;
 	delete from fleetgate.device_certificates where device_id like 'fill-%';

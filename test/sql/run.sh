@@ -491,6 +491,30 @@ expect_value "a direct password change is audited as a change, hashes masked" \
 	       (a.new_value->>'password_hash') || '|' ||
 	       (a.detail->'changed')::text
 	from ($(latest_audit accounts_update "username = '$account'" '*')) a"
+# A renamed row is dropped by the brokers under its old key: the
+# notification of an update that changed the key names both.
+if out=$(sql "$admin" -c "listen fleetgate_registry" -c "
+	update fleetgate.accounts set username = '$account-renamed'
+	where username = '$account'" -c "
+	update fleetgate.accounts set username = '$account'
+	where username = '$account-renamed'" -c "
+	update fleetgate.accounts set disabled = false
+	where username = '$account'"); then
+	renamed="{\"id\": \"$account-renamed\", \"op\": \"update\", \"table\": \"accounts\", \"old_id\": \"$account\"}"
+	back="{\"id\": \"$account\", \"op\": \"update\", \"table\": \"accounts\", \"old_id\": \"$account-renamed\"}"
+	plain="{\"id\": \"$account\", \"op\": \"update\", \"table\": \"accounts\"}"
+	if grep -qF -- "payload \"$renamed\"" <<<"$out" &&
+		grep -qF -- "payload \"$back\"" <<<"$out" &&
+		grep -qF -- "payload \"$plain\"" <<<"$out"; then
+		pass "an update that changes a key notifies the old key as old_id, and only then"
+	else
+		fail "an update that changes a key notifies the old key as old_id, and only then" \
+			"expected: $renamed, $back and $plain" "got: $out"
+	fi
+else
+	fail "an update that changes a key notifies the old key as old_id, and only then" \
+		"output: $out"
+fi
 expect_value "no audit row contains a password or api key hash" "$superuser" \
 	"0|0" "
 	select count(*) filter (where strpos(a::text, '$pw_hash') > 0) || '|' ||

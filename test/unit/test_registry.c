@@ -122,6 +122,268 @@ START_TEST(strings_spanning_many_blocks_and_one_larger_than_a_block_are_kept)
 }
 END_TEST
 
+/*
+ * Derived registries against a model: generations of random changes
+ * (devices, certificates and accounts added, changed, removed; tables that
+ * grow from a few rows to thousands, so that the indices are enlarged and
+ * rows move), each a registry derived from the one before. Every
+ * generation must answer exactly as the model says, and its base must
+ * still answer as the model said before the changes.
+ */
+#define M_DEVICES 1500
+#define M_CERTS 2500
+#define M_ACCOUNTS 300
+
+struct model {
+	bool dev[M_DEVICES];
+	int dev_muni[M_DEVICES], dev_status[M_DEVICES];
+	bool cert[M_CERTS];
+	int cert_dev[M_CERTS], cert_rev[M_CERTS];
+	bool acct[M_ACCOUNTS];
+	int acct_role[M_ACCOUNTS];
+};
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15u;
+
+static unsigned rnd(unsigned n)
+{
+	rng_state ^= rng_state << 13;
+	rng_state ^= rng_state >> 7;
+	rng_state ^= rng_state << 17;
+	return (unsigned)(rng_state % n);
+}
+
+static void dev_name(char *buf, size_t len, int i)
+{
+	snprintf(buf, len, "dev-%d", i);
+}
+
+static void muni_name(char *buf, size_t len, int m)
+{
+	snprintf(buf, len, "muni-%d", m);
+}
+
+static void expect_model(const struct fg_registry *reg, const struct model *m)
+{
+	size_t ndev = 0, ncert = 0, nacct = 0;
+	char id[32], muni[32], role[32];
+
+	for (int i = 0; i < M_DEVICES; i++) {
+		const struct fg_device *d;
+
+		dev_name(id, sizeof(id), i);
+		d = fg_registry_device(reg, id);
+		if (!m->dev[i]) {
+			ck_assert_ptr_null(d);
+			continue;
+		}
+		ndev++;
+		ck_assert_ptr_nonnull(d);
+		ck_assert_str_eq(d->id, id);
+		muni_name(muni, sizeof(muni), m->dev_muni[i]);
+		ck_assert_str_eq(d->municipality, muni);
+		ck_assert_int_eq((int)d->status, m->dev_status[i]);
+	}
+	for (int i = 0; i < M_CERTS; i++) {
+		fg_fingerprint fp = fp_of(i);
+		const struct fg_cert *c = fg_registry_cert(reg, &fp);
+
+		if (!m->cert[i]) {
+			ck_assert_ptr_null(c);
+			continue;
+		}
+		ncert++;
+		ck_assert_ptr_nonnull(c);
+		dev_name(id, sizeof(id), m->cert_dev[i]);
+		ck_assert_str_eq(c->device_id, id);
+		ck_assert_ptr_eq(c->device, fg_registry_device(reg, id));
+		ck_assert_int_eq(c->revoked_at, m->cert_rev[i]);
+	}
+	for (int i = 0; i < M_ACCOUNTS; i++) {
+		const struct fg_account *a;
+
+		snprintf(id, sizeof(id), "acct-%d", i);
+		a = fg_registry_account(reg, id);
+		if (!m->acct[i]) {
+			ck_assert_ptr_null(a);
+			continue;
+		}
+		nacct++;
+		ck_assert_ptr_nonnull(a);
+		snprintf(role, sizeof(role), "role-%d", m->acct_role[i]);
+		ck_assert_str_eq(a->role, role);
+		ck_assert_str_eq(a->password_hash, "$7$101$salt$hash");
+	}
+	ck_assert_uint_eq(fg_registry_device_count(reg), ndev);
+	ck_assert_uint_eq(fg_registry_cert_count(reg), ncert);
+	ck_assert_uint_eq(fg_registry_account_count(reg), nacct);
+}
+
+static void put_device(struct fg_registry *reg, struct model *m, int i)
+{
+	char id[32], muni[32];
+
+	m->dev[i] = true;
+	m->dev_muni[i] = (int)rnd(7);
+	m->dev_status[i] = (int)rnd(3);
+	dev_name(id, sizeof(id), i);
+	muni_name(muni, sizeof(muni), m->dev_muni[i]);
+	ck_assert_int_eq(
+	    fg_registry_add_device(reg, id, muni,
+	                           (enum fg_device_status)m->dev_status[i],
+	                           false, NULL),
+	    0);
+}
+
+static void put_cert(struct fg_registry *reg, struct model *m, int i, int dev)
+{
+	fg_fingerprint fp = fp_of(i);
+	char id[32];
+
+	m->cert[i] = true;
+	m->cert_dev[i] = dev;
+	m->cert_rev[i] = (int)rnd(2) * 1000;
+	dev_name(id, sizeof(id), dev);
+	ck_assert_int_eq(
+	    fg_registry_add_cert(reg, &fp, id, 0, 1 << 30, m->cert_rev[i]), 0);
+}
+
+static void put_account(struct fg_registry *reg, struct model *m, int i)
+{
+	char id[32], role[32];
+
+	m->acct[i] = true;
+	m->acct_role[i] = (int)rnd(5);
+	snprintf(id, sizeof(id), "acct-%d", i);
+	snprintf(role, sizeof(role), "role-%d", m->acct_role[i]);
+	ck_assert_int_eq(fg_registry_add_account(reg, id, "$7$101$salt$hash",
+	                                         role, NULL, false, false),
+	                 0);
+}
+
+/* One random change, kept consistent: a device goes only with its
+ * certificates, and a certificate names a device that exists. */
+static void random_change(struct fg_registry *reg, struct model *m, int range)
+{
+	int i, j;
+	char id[32];
+	fg_fingerprint fp;
+
+	switch (rnd(6)) {
+	case 0: /* a device added or changed */
+	case 1:
+		put_device(reg, m, (int)rnd((unsigned)range));
+		break;
+	case 2: /* a device removed with its certificates */
+		i = (int)rnd((unsigned)range);
+		for (j = 0; j < M_CERTS; j++) {
+			if (m->cert[j] && m->cert_dev[j] == i) {
+				fp = fp_of(j);
+				ck_assert_int_eq(
+				    fg_registry_remove_cert(reg, &fp), 1);
+				m->cert[j] = false;
+			}
+		}
+		dev_name(id, sizeof(id), i);
+		ck_assert_int_eq(fg_registry_remove_device(reg, id),
+		                 m->dev[i] ? 1 : 0);
+		m->dev[i] = false;
+		break;
+	case 3: /* a certificate added, changed or moved to another device */
+		i = (int)rnd(M_CERTS * (unsigned)range / M_DEVICES);
+		j = (int)rnd((unsigned)range);
+		if (m->dev[j])
+			put_cert(reg, m, i, j);
+		break;
+	case 4: /* a certificate removed */
+		i = (int)rnd(M_CERTS * (unsigned)range / M_DEVICES);
+		fp = fp_of(i);
+		ck_assert_int_eq(fg_registry_remove_cert(reg, &fp),
+		                 m->cert[i] ? 1 : 0);
+		m->cert[i] = false;
+		break;
+	default: /* an account added, changed or removed */
+		i = (int)rnd(M_ACCOUNTS);
+		if (rnd(3) == 0) {
+			snprintf(id, sizeof(id), "acct-%d", i);
+			ck_assert_int_eq(fg_registry_remove_account(reg, id),
+			                 m->acct[i] ? 1 : 0);
+			m->acct[i] = false;
+		} else {
+			put_account(reg, m, i);
+		}
+		break;
+	}
+}
+
+START_TEST(derived_registries_answer_like_the_rows_they_were_given)
+{
+	static struct model m, before;
+	struct fg_registry *reg = fg_registry_new(), *next;
+	char err[256];
+
+	ck_assert_ptr_nonnull(reg);
+	for (int i = 0; i < 10; i++)
+		put_device(reg, &m, i);
+	for (int i = 0; i < 10; i++)
+		put_cert(reg, &m, i, i);
+	ck_assert_int_eq(fg_registry_finalise(reg, NULL, 0), 0);
+	expect_model(reg, &m);
+	for (int gen = 1; gen <= 40; gen++) {
+		/* The key range widens over the first generations, so that
+		 * the tables grow past several index sizes. */
+		int range =
+		    gen < 20 ? 10 + gen * (M_DEVICES - 10) / 20 : M_DEVICES;
+
+		before = m;
+		next = fg_registry_derive(reg);
+		ck_assert_ptr_nonnull(next);
+		for (int k = 0; k < 400; k++)
+			random_change(next, &m, range);
+		ck_assert_int_eq(fg_registry_finalise(next, err, sizeof(err)),
+		                 0);
+		ck_assert_uint_eq(fg_registry_depth(next), (unsigned)gen);
+		expect_model(next, &m);
+		expect_model(reg, &before);
+		fg_registry_free(reg);
+		expect_model(next, &m);
+		reg = next;
+	}
+	ck_assert_uint_gt(fg_registry_device_count(reg), 500);
+	fg_registry_free(reg);
+}
+END_TEST
+
+/* A derived registry refuses what a fresh one refuses: a certificate
+ * whose device was removed, or that names a device it does not hold. */
+START_TEST(a_derived_registry_refuses_a_certificate_without_its_device)
+{
+	struct fg_registry *base = sample(20), *next;
+	fg_fingerprint fp = fp_of(900);
+	char err[256];
+
+	next = fg_registry_derive(base);
+	ck_assert_ptr_nonnull(next);
+	ck_assert_int_eq(fg_registry_remove_device(next, "meter-00003"), 1);
+	ck_assert_int_eq(fg_registry_remove_device(next, "meter-00003"), 0);
+	ck_assert_int_ne(fg_registry_finalise(next, err, sizeof(err)), 0);
+	ck_assert_ptr_nonnull(strstr(err, "meter-00003"));
+	fg_registry_free(next);
+
+	next = fg_registry_derive(base);
+	ck_assert_ptr_nonnull(next);
+	ck_assert_int_eq(
+	    fg_registry_add_cert(next, &fp, "meter-99999", 0, 1, 0), 0);
+	ck_assert_int_ne(fg_registry_finalise(next, err, sizeof(err)), 0);
+	fg_registry_free(next);
+
+	/* Removing is for derived registries only. */
+	ck_assert_int_eq(fg_registry_remove_device(base, "meter-00001"), -1);
+	ck_assert_ptr_nonnull(fg_registry_device(base, "meter-00003"));
+	fg_registry_free(base);
+}
+END_TEST
+
 /* The registry loader posts a registry to the broker thread and writes
  * the snapshot from it afterwards: both read it at once, and whichever
  * lets go last frees it. */
@@ -508,6 +770,10 @@ static Suite *suite(void)
 	TCase *tc = tcase_create("core");
 
 	tcase_add_test(tc, lookups_find_every_row_and_nothing_else);
+	tcase_add_test(tc,
+	               derived_registries_answer_like_the_rows_they_were_given);
+	tcase_add_test(
+	    tc, a_derived_registry_refuses_a_certificate_without_its_device);
 	tcase_add_test(
 	    tc,
 	    strings_spanning_many_blocks_and_one_larger_than_a_block_are_kept);
