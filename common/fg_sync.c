@@ -487,7 +487,7 @@ static int reload(struct fg_sync *sy)
 		return -1;
 	}
 	fg_log(MOSQ_LOG_INFO,
-	       LOG_PREFIX " read the registry in full: devices=%zu; in %lld ms",
+	       LOG_PREFIX " read the whole registry: devices=%zu in %lld ms",
 	       fg_registry_device_count(reg), (long long)(fg_mono_ms() - t0));
 	publish(sy, reg);
 	return 0;
@@ -867,8 +867,8 @@ fail:
 	 * notifications have not arrived (a certificate of a device not
 	 * yet known): the full read is consistent. */
 	fg_log(MOSQ_LOG_NOTICE,
-	       LOG_PREFIX " cannot patch the registry (%s), reading it "
-	                  "in full",
+	       LOG_PREFIX " cannot patch the registry (%s), reading "
+	                  "all of it",
 	       err);
 fail_quiet:
 	fg_registry_free(next);

@@ -105,6 +105,7 @@
 #include <mosquitto.h>
 
 #include "../tools/fg_args.h"
+#include "../tools/fg_pace.h"
 #include "fg_bench_cpu.h"
 
 #define MAX_SUBSCRIBERS 5000
@@ -172,14 +173,6 @@ static bool failed;
 static char fail_text[256];
 static struct pollfd *pfds;
 static struct client **pfd_client;
-
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 static void usage(void)
 {
@@ -545,22 +538,10 @@ static void raw_read(struct client *c)
 /* Reads what the socket holds, up to READS_PER_WAKEUP packets. */
 static void client_read(struct client *c)
 {
-	int i, rc;
+	int rc = fg_read_ready(c->mosq, READS_PER_WAKEUP);
 
-	for (i = 0; i < READS_PER_WAKEUP && !failed; i++) {
-		/* mosquitto_loop_read reads one packet and leaves errno at
-		 * EAGAIN once the socket is empty. */
-		errno = 0;
-		rc = mosquitto_loop_read(c->mosq, 1);
-		if (rc != MOSQ_ERR_SUCCESS) {
-			if (!stopping)
-				set_failed("read failed for", c->id,
-				           mosquitto_strerror(rc));
-			return;
-		}
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
-			return;
-	}
+	if (rc != MOSQ_ERR_SUCCESS && !stopping)
+		set_failed("read failed for", c->id, mosquitto_strerror(rc));
 }
 
 /*
@@ -613,7 +594,7 @@ static int pump(int timeout_ms)
 		    !stopping)
 			set_failed("write failed for", c->id, "socket error");
 	}
-	now = mono_ns();
+	now = fg_mono_ns();
 	if (now >= next_misc) {
 		next_misc = now + MISC_INTERVAL_NS;
 		for (i = -1; i < opt.subscribers; i++)
@@ -621,20 +602,8 @@ static int pump(int timeout_ms)
 				mosquitto_loop_misc(i < 0 ? pub.mosq
 				                          : subs[i].mosq);
 	}
-	if (paced && !failed) {
-		/* The next pass begins pace_us after this one did, or now
-		 * when this one took longer. */
-		struct timespec ts;
-
-		next_pass += (int64_t)opt.pace_us * 1000;
-		if (next_pass < now)
-			next_pass = now;
-		ts.tv_sec = (time_t)(next_pass / 1000000000);
-		ts.tv_nsec = (long)(next_pass % 1000000000);
-		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts,
-		                       NULL) == EINTR)
-			;
-	}
+	if (paced && !failed)
+		fg_pace_wait(&next_pass, opt.pace_us, 0);
 	return failed ? -1 : 0;
 }
 
@@ -661,12 +630,12 @@ static bool all_subscribed(void)
 /* Runs the loop until done() or the timeout; 0 when done() held. */
 static int pump_until(bool (*done)(void), double seconds)
 {
-	int64_t limit = mono_ns() + (int64_t)(seconds * 1e9);
+	int64_t limit = fg_mono_ns() + (int64_t)(seconds * 1e9);
 
 	while (!done()) {
 		if (pump(10) != 0)
 			return -1;
-		if (mono_ns() > limit)
+		if (fg_mono_ns() > limit)
 			return -1;
 	}
 	return 0;
@@ -740,7 +709,7 @@ struct sample {
 
 static void take_sample(struct sample *s)
 {
-	s->t = mono_ns();
+	s->t = fg_mono_ns();
 	s->self = cpu_seconds_self();
 	s->broker = s->broker_main = -1;
 	if (opt.broker_pid > 0) {
@@ -854,7 +823,7 @@ static int setup(void)
 /* Publishes until the deadline; -1 after a failure. */
 static int publish_until(int64_t deadline, unsigned char *payload)
 {
-	while (mono_ns() < deadline) {
+	while (fg_mono_ns() < deadline) {
 		int sent = publish_some(payload);
 
 		/* Nothing more may go out: sleep until a socket is ready. */
@@ -909,7 +878,7 @@ int main(int argc, char **argv)
 	if (setup() != 0)
 		goto out_lib;
 
-	t0 = mono_ns();
+	t0 = fg_mono_ns();
 	if (publish_until(t0 + (int64_t)(opt.warmup_s * 1e9), payload) != 0)
 		goto fail;
 	take_sample(&a);

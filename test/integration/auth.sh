@@ -488,7 +488,7 @@ else
 fi
 patched=$(grep -o 'patched the registry: rows=[0-9]* in [0-9]* ms' \
 	"$FG_TMP/big.log" | tail -n 1) || true
-full=$(grep -o 'read the registry in full: devices=[0-9]*; in [0-9]* ms' \
+full=$(grep -o 'read the whole registry: devices=[0-9]* in [0-9]* ms' \
 	"$FG_TMP/big.log" | head -n 1) || true
 fg_diag "loader, $ndev devices: $full; last change: $patched"
 ok '[[ -n $patched && -n $full ]]' \

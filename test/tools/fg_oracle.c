@@ -99,6 +99,7 @@
 #include <mqtt_protocol.h>
 
 #include "fg_args.h"
+#include "fg_pace.h"
 
 enum { EXIT_ALL_ACKED = 0, EXIT_NOT_ALL = 1, EXIT_SETUP = 2 };
 
@@ -202,14 +203,6 @@ struct oracle {
 };
 
 static volatile sig_atomic_t stop_requested;
-
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * NS_PER_S + ts.tv_nsec;
-}
 
 static void on_stop(int sig)
 {
@@ -495,7 +488,7 @@ static void ledger_settle(struct ledger *l, int64_t first, int64_t idx, int rc)
 	if (rc < 0x80) {
 		l->state[idx] = NUM_ACKED;
 		l->acked++;
-		l->last_ack_ns = now_ns();
+		l->last_ack_ns = fg_mono_ns();
 		write_number(l, l->acked_out, first + idx);
 	} else {
 		l->state[idx] = NUM_REFUSED;
@@ -605,7 +598,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
 	o->ses.phase = PHASE_UP;
 	o->ses.accepted++;
 	o->ses.backoff_ms = BACKOFF_MIN_MS;
-	o->ses.next_due_ns = now_ns();
+	o->ses.next_due_ns = fg_mono_ns();
 }
 
 static void on_disconnect(struct mosquitto *mosq, void *obj, int rc,
@@ -633,7 +626,7 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid,
 
 static void session_schedule_retry(struct session *s)
 {
-	s->next_attempt_ns = now_ns() + (int64_t)s->backoff_ms * NS_PER_MS;
+	s->next_attempt_ns = fg_mono_ns() + (int64_t)s->backoff_ms * NS_PER_MS;
 	s->backoff_ms *= 2;
 	if (s->backoff_ms > BACKOFF_MAX_MS)
 		s->backoff_ms = BACKOFF_MAX_MS;
@@ -702,7 +695,7 @@ static bool session_open(struct oracle *o)
 	}
 	s->phase = PHASE_CONNECTING;
 	s->connack_deadline_ns =
-	    now_ns() + (int64_t)o->opt.timeout_s * NS_PER_S;
+	    fg_mono_ns() + (int64_t)o->opt.timeout_s * NS_PER_S;
 	return true;
 }
 
@@ -730,7 +723,7 @@ static bool publish_one(struct oracle *o, int64_t idx)
 	}
 	ledger_take(l);
 	if (l->first_pub_ns == 0)
-		l->first_pub_ns = now_ns();
+		l->first_pub_ns = fg_mono_ns();
 	if (again)
 		l->resent++;
 	else
@@ -758,7 +751,7 @@ static bool may_publish(const struct oracle *o, int64_t now)
 
 static void publish_due(struct oracle *o)
 {
-	int64_t now = now_ns();
+	int64_t now = fg_mono_ns();
 	int64_t step = 0;
 
 	if (o->opt.rate > 0.0) {
@@ -771,7 +764,7 @@ static void publish_due(struct oracle *o)
 			return;
 		o->ses.next_due_ns += step;
 		if (step > 0)
-			now = now_ns();
+			now = fg_mono_ns();
 	}
 }
 
@@ -798,24 +791,6 @@ static int poll_timeout_ms(const struct oracle *o, int64_t now)
 }
 
 /*
- * Paced mode: reads packets until the socket (and the TLS layer) holds no
- * more, or PACED_READS of them. mosquitto_loop_read reads one packet and
- * leaves errno at EAGAIN once there is nothing more to read.
- */
-static int read_all(struct mosquitto *mosq)
-{
-	int i, rc = MOSQ_ERR_SUCCESS;
-
-	for (i = 0; i < PACED_READS && rc == MOSQ_ERR_SUCCESS; i++) {
-		errno = 0;
-		rc = mosquitto_loop_read(mosq, 1);
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
-			break;
-	}
-	return rc;
-}
-
-/*
  * One wait on the socket and the library's read, write and keepalive
  * work: what mosquitto_loop does, with poll and without its wake-up
  * socket pair (publications come from this thread, between waits).
@@ -834,28 +809,16 @@ static int session_service(struct oracle *o)
 		pfd.events |= POLLOUT;
 	pfd.revents = 0;
 	if (poll(&pfd, 1,
-	         o->opt.pace_us > 0 ? 0 : poll_timeout_ms(o, now_ns())) < 0)
+	         o->opt.pace_us > 0 ? 0 : poll_timeout_ms(o, fg_mono_ns())) < 0)
 		return errno == EINTR ? MOSQ_ERR_SUCCESS : MOSQ_ERR_ERRNO;
 	if (pfd.revents & (POLLIN | POLLHUP | POLLERR))
-		rc = o->opt.pace_us > 0 ? read_all(mosq)
+		rc = o->opt.pace_us > 0 ? fg_read_ready(mosq, PACED_READS)
 		                        : mosquitto_loop_read(mosq, 1);
 	if (rc == MOSQ_ERR_SUCCESS && (pfd.revents & POLLOUT))
 		rc = mosquitto_loop_write(mosq, 1);
 	if (rc == MOSQ_ERR_SUCCESS)
 		rc = mosquitto_loop_misc(mosq);
 	return rc;
-}
-
-static void sleep_until(int64_t when)
-{
-	int64_t left = when - now_ns();
-	struct timespec ts;
-
-	if (left <= 0)
-		return;
-	ts.tv_sec = (time_t)(left / NS_PER_S);
-	ts.tv_nsec = (long)(left % NS_PER_S);
-	nanosleep(&ts, NULL);
 }
 
 /* One step of the run: connect, or serve the connection and publish. */
@@ -865,30 +828,23 @@ static bool run_step(struct oracle *o)
 	int rc;
 
 	if (s->mosq == NULL) {
-		if (now_ns() < s->next_attempt_ns) {
-			sleep_until(s->next_attempt_ns < o->deadline_ns
-			                ? s->next_attempt_ns
-			                : o->deadline_ns);
+		if (fg_mono_ns() < s->next_attempt_ns) {
+			fg_sleep_until(s->next_attempt_ns < o->deadline_ns
+			                   ? s->next_attempt_ns
+			                   : o->deadline_ns);
 			return true;
 		}
 		return session_open(o);
 	}
-	if (o->opt.pace_us > 0) {
-		/* The next pass begins pace_us after this one did. */
-		int64_t now = now_ns();
-
-		o->next_pass_ns += (int64_t)o->opt.pace_us * 1000;
-		if (o->next_pass_ns < now)
-			o->next_pass_ns = now;
-		sleep_until(o->next_pass_ns < o->deadline_ns ? o->next_pass_ns
-		                                             : o->deadline_ns);
-	}
+	if (o->opt.pace_us > 0)
+		fg_pace_wait(&o->next_pass_ns, o->opt.pace_us, o->deadline_ns);
 	publish_due(o);
 	ledger_flush(&o->led);
 	rc = session_service(o);
 	if (rc != MOSQ_ERR_SUCCESS)
 		s->last_reason = rc;
-	if (s->phase == PHASE_CONNECTING && now_ns() > s->connack_deadline_ns)
+	if (s->phase == PHASE_CONNECTING &&
+	    fg_mono_ns() > s->connack_deadline_ns)
 		s->lost = true;
 	if (rc != MOSQ_ERR_SUCCESS || s->lost)
 		session_drop(o);
@@ -921,10 +877,10 @@ static int run(struct oracle *o)
 {
 	bool setup_ok = true;
 
-	o->deadline_ns = now_ns() + (int64_t)o->opt.deadline_s * NS_PER_S;
+	o->deadline_ns = fg_mono_ns() + (int64_t)o->opt.deadline_s * NS_PER_S;
 	o->ses.backoff_ms = BACKOFF_MIN_MS;
 	while (setup_ok && !ledger_complete(&o->led) && !stop_requested &&
-	       !o->led.io_error && now_ns() < o->deadline_ns)
+	       !o->led.io_error && fg_mono_ns() < o->deadline_ns)
 		setup_ok = run_step(o);
 	if (o->ses.mosq != NULL) {
 		/* Let a clean DISCONNECT reach the socket before closing. */
