@@ -135,6 +135,78 @@ static void pool_release(struct pool *p)
 	free(p);
 }
 
+/*
+ * The row tables and index slots are mapped too, each in a mapping of its
+ * own, and unmapped when freed. Every change builds a new registry, and
+ * the tables of a large one are tens of MB: from malloc, the first such
+ * block freed raises glibc's mmap threshold, later copies come from the
+ * loader thread's arena, and its heap keeps the freed ones (a broker with
+ * 100,000 devices grew from 35 to 80 MB over a few dozen patches).
+ */
+static size_t map_len(size_t bytes)
+{
+	size_t page = 4096;
+
+	return bytes == 0 ? page : (bytes + page - 1) / page * page;
+}
+
+static void *map_alloc(size_t bytes)
+{
+	void *p = mmap(NULL, map_len(bytes), PROT_READ | PROT_WRITE,
+	               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+static void map_free(void *p, size_t bytes)
+{
+	if (p != NULL)
+		munmap(p, map_len(bytes));
+}
+
+/* Room for row n of a table of cap rows of elem bytes (fg_grow's
+ * contract): the mapping doubles, moved by the kernel if need be. */
+static int table_grow(void *arr, size_t *cap, size_t n, size_t elem)
+{
+	void **a = arr, *na;
+	size_t ncap;
+
+	if (n < *cap)
+		return 0;
+	ncap = *cap ? *cap * 2 : 64;
+	if (*a == NULL)
+		na = map_alloc(ncap * elem);
+	else if ((na = mremap(*a, map_len(*cap * elem), map_len(ncap * elem),
+	                      MREMAP_MAYMOVE)) == MAP_FAILED)
+		na = NULL;
+	if (na == NULL)
+		return -1;
+	*a = na;
+	*cap = ncap;
+	return 0;
+}
+
+static int index_init(struct index *ix, size_t n)
+{
+	size_t cap = 16;
+
+	while (cap < n * 2)
+		cap *= 2;
+	ix->slots = map_alloc(cap * sizeof(*ix->slots));
+	if (ix->slots == NULL)
+		return -1;
+	memset(ix->slots, 0xff, cap * sizeof(*ix->slots)); /* EMPTY_SLOT */
+	ix->mask = cap - 1;
+	return 0;
+}
+
+static void index_free(struct index *ix)
+{
+	if (ix->slots != NULL)
+		map_free(ix->slots, (ix->mask + 1) * sizeof(*ix->slots));
+	ix->slots = NULL;
+}
+
 struct fg_registry *fg_registry_new(void)
 {
 	struct fg_registry *reg = calloc(1, sizeof(struct fg_registry));
@@ -160,35 +232,20 @@ void fg_registry_free(struct fg_registry *reg)
 	if (reg == NULL ||
 	    atomic_fetch_sub_explicit(&reg->refs, 1, memory_order_acq_rel) != 1)
 		return;
-	free(reg->rules);
-	free(reg->limits);
-	free(reg->devices);
-	free(reg->certs);
-	free(reg->accounts);
-	free(reg->by_device.slots);
-	free(reg->by_cert.slots);
-	free(reg->by_account.slots);
+	map_free(reg->rules, reg->cap_rules * sizeof(*reg->rules));
+	map_free(reg->limits, reg->cap_limits * sizeof(*reg->limits));
+	map_free(reg->devices, reg->cap_devices * sizeof(*reg->devices));
+	map_free(reg->certs, reg->cap_certs * sizeof(*reg->certs));
+	map_free(reg->accounts, reg->cap_accounts * sizeof(*reg->accounts));
+	index_free(&reg->by_device);
+	index_free(&reg->by_cert);
+	index_free(&reg->by_account);
 	pool_release(reg->pool);
 	for (i = 0; i < reg->nshared; i++)
 		pool_release(reg->shared[i]);
 	free(reg->shared);
 	fg_registry_free(reg->base);
 	free(reg);
-}
-
-static int index_init(struct index *ix, size_t n)
-{
-	size_t cap = 16, i;
-
-	while (cap < n * 2)
-		cap *= 2;
-	ix->slots = malloc(cap * sizeof(*ix->slots));
-	if (ix->slots == NULL)
-		return -1;
-	for (i = 0; i < cap; i++)
-		ix->slots[i] = EMPTY_SLOT;
-	ix->mask = cap - 1;
-	return 0;
 }
 
 /* Key of row i of a table, for the index helpers. */
@@ -267,7 +324,7 @@ static int index_reserve(const struct fg_registry *reg, struct index *ix,
 	for (i = 0; i <= ix->mask; i++)
 		if (ix->slots[i] != EMPTY_SLOT)
 			index_place(reg, &bigger, key, ix->slots[i]);
-	free(ix->slots);
+	index_free(ix);
 	*ix = bigger;
 	return 0;
 }
@@ -334,7 +391,7 @@ static void *row_for(struct fg_registry *reg, struct index *ix, key_fn key,
 		if (index_reserve(reg, ix, key, n + 1) != 0)
 			return NULL;
 	}
-	if (fg_grow(arr, cap, n, elem) != 0)
+	if (table_grow(arr, cap, n, elem) != 0)
 		return NULL;
 	*fresh = true;
 	return (char *)*arr + n * elem;
@@ -496,7 +553,7 @@ static int copy_rows(void *dst, size_t *dst_n, size_t *cap, const void *src,
 	void **d = dst;
 	size_t c = n + n / 8 + 16;
 
-	*d = malloc(c * elem);
+	*d = map_alloc(c * elem);
 	if (*d == NULL)
 		return -1;
 	if (n > 0)
@@ -513,7 +570,7 @@ static int copy_rows(void *dst, size_t *dst_n, size_t *cap, const void *src,
 
 static int copy_index(struct index *dst, const struct index *src)
 {
-	dst->slots = malloc((src->mask + 1) * sizeof(*dst->slots));
+	dst->slots = map_alloc((src->mask + 1) * sizeof(*dst->slots));
 	if (dst->slots == NULL)
 		return -1;
 	memcpy(dst->slots, src->slots, (src->mask + 1) * sizeof(*dst->slots));
@@ -632,7 +689,8 @@ int fg_registry_add_rule(struct fg_registry *reg, int64_t id,
 
 	if (reg->finalised || pattern == NULL ||
 	    (subject == NULL) != (kind == FG_RULE_ALL_DEVICES) ||
-	    fg_grow(&reg->rules, &reg->cap_rules, reg->nrules, sizeof(*r)) != 0)
+	    table_grow(&reg->rules, &reg->cap_rules, reg->nrules, sizeof(*r)) !=
+	        0)
 		return -1;
 	r = &reg->rules[reg->nrules];
 	r->subject = pool_strdup(reg, subject, &failed);
@@ -674,8 +732,8 @@ int fg_registry_add_limit(struct fg_registry *reg, enum fg_limit_scope kind,
 	bool failed = false;
 
 	if (reg->finalised || (scope == NULL) != (kind == FG_LIMIT_GLOBAL) ||
-	    fg_grow(&reg->limits, &reg->cap_limits, reg->nlimits, sizeof(*l)) !=
-	        0)
+	    table_grow(&reg->limits, &reg->cap_limits, reg->nlimits,
+	               sizeof(*l)) != 0)
 		return -1;
 	l = &reg->limits[reg->nlimits];
 	l->scope = pool_strdup(reg, scope, &failed);

@@ -42,23 +42,70 @@ static void sha256_hex(const char *data, size_t len, char out[65])
 }
 
 /*
- * The body is written straight into one buffer, field by field: for
- * 100,000 devices a JSON tree would be a million small allocations,
- * several times the registry's own size, and most of the time the file
- * takes. It is read back with cJSON (fg_registry_load).
+ * The body is written field by field into a small buffer that goes to
+ * the file (and into the checksum) whenever it fills: for 100,000 devices
+ * a JSON tree would be a million small allocations, several times the
+ * registry's own size, and one buffer for the whole body 16 MB, which
+ * the loader thread's malloc arena would keep once freed. It is read back
+ * with cJSON (fg_registry_load).
  */
-static void put(struct fg_buf *b, const char *s, size_t n)
+#define SINK_FLUSH ((size_t)256 << 10)
+
+struct sink {
+	struct fg_buf buf;
+	int fd;
+	EVP_MD_CTX *md;
+	int write_errno; /* of a failed write; buf.failed is set too */
+};
+
+static int write_all(int fd, const char *p, size_t n)
 {
-	(void)fg_buf_add(b, s, n); /* a failure stays in b->failed */
+	while (n > 0) {
+		ssize_t w = write(fd, p, n);
+
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
 }
 
-static void put_raw(struct fg_buf *b, const char *s)
+static void sink_flush(struct sink *b)
+{
+	if (b->buf.failed || b->buf.len == 0)
+		return;
+	if (EVP_DigestUpdate(b->md, b->buf.p, b->buf.len) != 1) {
+		b->buf.failed = true;
+		return;
+	}
+	if (write_all(b->fd, b->buf.p, b->buf.len) != 0) {
+		b->write_errno = errno;
+		b->buf.failed = true;
+		return;
+	}
+	/* The body holds password and API key hashes. */
+	memset(b->buf.p, 0, b->buf.len);
+	b->buf.len = 0;
+}
+
+static void put(struct sink *b, const char *s, size_t n)
+{
+	/* A failure stays in b->buf.failed. */
+	if (fg_buf_add(&b->buf, s, n) == 0 && b->buf.len >= SINK_FLUSH)
+		sink_flush(b);
+}
+
+static void put_raw(struct sink *b, const char *s)
 {
 	put(b, s, strlen(s));
 }
 
 /* A JSON string; NULL is null when nullable, and a failure otherwise. */
-static void put_str(struct fg_buf *b, const char *s, bool nullable)
+static void put_str(struct sink *b, const char *s, bool nullable)
 {
 	static const char hex[] = "0123456789abcdef";
 	const unsigned char *u = (const unsigned char *)s;
@@ -66,7 +113,7 @@ static void put_str(struct fg_buf *b, const char *s, bool nullable)
 
 	if (s == NULL) {
 		if (!nullable)
-			b->failed = true;
+			b->buf.failed = true;
 		put_raw(b, "null");
 		return;
 	}
@@ -109,25 +156,25 @@ static void put_str(struct fg_buf *b, const char *s, bool nullable)
 	put(b, "\"", 1);
 }
 
-static void put_int(struct fg_buf *b, int64_t v)
+static void put_int(struct sink *b, int64_t v)
 {
 	char num[24];
 
 	put(b, num, (size_t)snprintf(num, sizeof(num), "%" PRId64, v));
 }
 
-static void put_bool(struct fg_buf *b, bool v)
+static void put_bool(struct sink *b, bool v)
 {
 	put_raw(b, v ? "true" : "false");
 }
 
 /* Before the first row of an array "[", before the others ",". */
-static void row_start(struct fg_buf *b, size_t i)
+static void row_start(struct sink *b, size_t i)
 {
 	put_raw(b, i == 0 ? "[" : ",[");
 }
 
-static void registry_body(const struct fg_registry *reg, struct fg_buf *b)
+static void registry_body(const struct fg_registry *reg, struct sink *b)
 {
 	const struct fg_device *dev = fg_registry__devices(reg);
 	const struct fg_cert *crt = fg_registry__certs(reg);
@@ -227,68 +274,80 @@ static void registry_body(const struct fg_registry *reg, struct fg_buf *b)
 	put_raw(b, "}");
 }
 
-static int write_all(int fd, const char *p, size_t n)
+/* The header line, of the same length whatever the checksum. */
+static void header_line(char *out, size_t len, const char *sum)
 {
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
+	snprintf(out, len, "%s %d sha256=%s\n", SNAPSHOT_MAGIC, SNAPSHOT_FORMAT,
+	         sum);
 }
 
 int fg_registry_save(const struct fg_registry *reg, const char *path, char *err,
                      size_t errlen)
 {
+	static const char digits[] = "0123456789abcdef";
 	char tmp[4096], header[128], sum[65];
-	struct fg_buf b = {0};
-	const char *body;
-	int fd = -1, rc = -1;
-	size_t len;
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	struct sink b = {.fd = -1};
+	int rc = -1;
+	size_t hlen;
 
 	if (snprintf(tmp, sizeof(tmp), "%s.tmp", path) >= (int)sizeof(tmp)) {
 		fg_seterr(err, errlen, "snapshot path too long");
 		return -1;
 	}
+	b.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (b.fd < 0) {
+		fg_seterr(err, errlen, "cannot create %s: %s", tmp,
+		          strerror(errno));
+		return -1;
+	}
+	/* The body follows a placeholder of the header's length; the header
+	 * is written over it once the checksum is known. */
+	memset(sum, '0', 64);
+	sum[64] = '\0';
+	header_line(header, sizeof(header), sum);
+	hlen = strlen(header);
+	b.md = EVP_MD_CTX_new();
+	/* An existing file keeps its mode through O_TRUNC; force 0600. */
+	if (b.md == NULL || EVP_DigestInit_ex(b.md, EVP_sha256(), NULL) != 1 ||
+	    fchmod(b.fd, 0600) != 0 || write_all(b.fd, header, hlen) != 0) {
+		fg_seterr(err, errlen, "cannot write %s: %s", tmp,
+		          strerror(errno));
+		goto out;
+	}
 	registry_body(reg, &b);
-	if (b.failed || b.p == NULL) {
+	sink_flush(&b);
+	if (b.write_errno != 0) {
+		fg_seterr(err, errlen, "cannot write %s: %s", tmp,
+		          strerror(b.write_errno));
+		goto out;
+	}
+	if (b.buf.failed || EVP_DigestFinal_ex(b.md, md, &mdlen) != 1 ||
+	    mdlen < 32) {
 		fg_seterr(err, errlen,
 		          "out of memory, or a registry row "
 		          "without a required field");
 		goto out;
 	}
-	body = b.p;
-	len = b.len;
-	sha256_hex(body, len, sum);
-	snprintf(header, sizeof(header), "%s %d sha256=%s\n", SNAPSHOT_MAGIC,
-	         SNAPSHOT_FORMAT, sum);
-
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		fg_seterr(err, errlen, "cannot create %s: %s", tmp,
-		          strerror(errno));
-		goto out;
+	for (unsigned i = 0; i < 32; i++) {
+		sum[2 * i] = digits[md[i] >> 4];
+		sum[2 * i + 1] = digits[md[i] & 0x0f];
 	}
-	/* An existing file keeps its mode through O_TRUNC; force 0600. */
-	if (fchmod(fd, 0600) != 0 ||
-	    write_all(fd, header, strlen(header)) != 0 ||
-	    write_all(fd, body, len) != 0 || fsync(fd) != 0) {
+	header_line(header, sizeof(header), sum);
+	if (pwrite(b.fd, header, hlen, 0) != (ssize_t)hlen ||
+	    fsync(b.fd) != 0) {
 		fg_seterr(err, errlen, "cannot write %s: %s", tmp,
 		          strerror(errno));
 		goto out;
 	}
-	if (close(fd) != 0) {
-		fd = -1;
+	if (close(b.fd) != 0) {
+		b.fd = -1;
 		fg_seterr(err, errlen, "cannot write %s: %s", tmp,
 		          strerror(errno));
 		goto out;
 	}
-	fd = -1;
+	b.fd = -1;
 	if (rename(tmp, path) != 0) {
 		fg_seterr(err, errlen, "cannot rename %s to %s: %s", tmp, path,
 		          strerror(errno));
@@ -296,14 +355,14 @@ int fg_registry_save(const struct fg_registry *reg, const char *path, char *err,
 	}
 	rc = 0;
 out:
-	if (fd >= 0)
-		close(fd);
+	if (b.fd >= 0)
+		close(b.fd);
 	if (rc != 0)
 		unlink(tmp);
-	/* The body holds password and API key hashes. */
-	if (b.p != NULL) {
-		memset(b.p, 0, b.cap);
-		free(b.p);
+	EVP_MD_CTX_free(b.md);
+	if (b.buf.p != NULL) {
+		memset(b.buf.p, 0, b.buf.cap);
+		free(b.buf.p);
 	}
 	return rc;
 }

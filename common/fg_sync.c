@@ -77,21 +77,42 @@ struct fg_sync {
 	bool base_fresh;
 };
 
-static const char *const LOAD_SQL[] = {
-    "SELECT coalesce(max(version), 0) FROM fleetgate.schema_version",
-    "SELECT id, municipality_id, status, require_api_key, api_key_hash "
-    "FROM fleetgate.devices",
-    /* Epoch seconds; revoked_at is mapped to at least 1 so that 0 can
-     * mean "not revoked". */
-    "SELECT fingerprint, device_id, "
-    "floor(extract(epoch FROM not_before))::bigint, "
-    "floor(extract(epoch FROM not_after))::bigint, "
-    "CASE WHEN revoked_at IS NULL THEN 0 "
-    "ELSE greatest(1, floor(extract(epoch FROM revoked_at)))::bigint END "
-    "FROM fleetgate.device_certificates",
-    "SELECT username, password_hash, role, municipality_id, "
-    "cross_municipality, disabled FROM fleetgate.accounts",
+static const char VERSION_SQL[] =
+    "SELECT coalesce(max(version), 0) FROM fleetgate.schema_version";
+
+/* The columns of each registry table, for the full read and for the rows
+ * notifications name. Certificate times are epoch seconds; revoked_at is
+ * mapped to at least 1 so that 0 can mean "not revoked". */
+#define DEVICES_SQL                                                            \
+	"SELECT id, municipality_id, status, require_api_key, api_key_hash "   \
+	"FROM fleetgate.devices"
+#define CERT_COLUMNS                                                           \
+	"SELECT fingerprint, device_id, "                                      \
+	"floor(extract(epoch FROM not_before))::bigint, "                      \
+	"floor(extract(epoch FROM not_after))::bigint, "                       \
+	"CASE WHEN revoked_at IS NULL THEN 0 "                                 \
+	"ELSE greatest(1, floor(extract(epoch FROM revoked_at)))::bigint END"
+#define CERTS_FROM " FROM fleetgate.device_certificates"
+#define ACCOUNTS_SQL                                                           \
+	"SELECT username, password_hash, role, municipality_id, "              \
+	"cross_municipality, disabled FROM fleetgate.accounts"
+
+/* The full read of the three large tables goes through a cursor, this
+ * many rows at a time, so that its results stay small whatever the size
+ * of the fleet (with one result a table, 100,000 devices took about 30 MB
+ * of query results, which the loader thread's malloc arena kept). */
+#define FETCH_ROWS "16384"
+#define CURSOR "DECLARE fg_load NO SCROLL CURSOR FOR "
+
+/* Indexed by fg_withdrawn_kind; devices are read first, since
+ * certificates name them. */
+static const char *const LOAD_CURSOR_SQL[FG_WD_KINDS] = {
+    [FG_WD_DEVICE] = CURSOR DEVICES_SQL,
+    [FG_WD_CERT] = CURSOR CERT_COLUMNS CERTS_FROM,
+    [FG_WD_ACCOUNT] = CURSOR ACCOUNTS_SQL,
 };
+static const int LOAD_ORDER[FG_WD_KINDS] = {FG_WD_DEVICE, FG_WD_CERT,
+                                            FG_WD_ACCOUNT};
 
 /* Read only at schema version FG_SCHEMA_RULES and later. */
 static const char RULES_SQL[] =
@@ -234,42 +255,63 @@ static void log_skipped(int skipped)
 		       skipped);
 }
 
-static int load_rows(PGresult *const res[6], struct fg_registry *reg, char *err,
-                     size_t errlen)
+/* One registry table read in full through a cursor (LOAD_CURSOR_SQL),
+ * each row added to reg as its chunk arrives. 0, or -1 with err set. */
+static int load_table(PGconn *conn, const struct fg_pg_io *io, int kind,
+                      struct fg_registry *reg, int *skipped, char *err,
+                      size_t errlen)
 {
-	/* Devices first: certificates name them. */
-	static const struct {
-		int res, kind;
-	} order[] = {{1, FG_WD_DEVICE}, {2, FG_WD_CERT}, {3, FG_WD_ACCOUNT}};
-	int i, rc, skipped = 0;
+	PGresult *r;
+	int n, rc = 0;
 
-	for (size_t t = 0; t < sizeof(order) / sizeof(order[0]); t++) {
-		const PGresult *r = res[order[t].res];
-
-		for (i = 0; i < PQntuples(r); i++) {
-			rc = ADD_ROW[order[t].kind](r, i, reg);
-			if (rc < 0)
-				goto oom;
-			skipped += rc;
+	r = run(conn, io, LOAD_CURSOR_SQL[kind], PGRES_COMMAND_OK, err, errlen);
+	if (r == NULL)
+		return -1;
+	PQclear(r);
+	do {
+		r = run(conn, io, "FETCH FORWARD " FETCH_ROWS " FROM fg_load",
+		        PGRES_TUPLES_OK, err, errlen);
+		if (r == NULL)
+			return -1;
+		n = PQntuples(r);
+		for (int i = 0; i < n && rc >= 0; i++) {
+			rc = ADD_ROW[kind](r, i, reg);
+			*skipped += rc > 0;
 		}
-	}
-	if (res[4] != NULL)
-		skipped += load_rules(res[4], reg);
-	if (res[5] != NULL)
-		skipped += load_limits(res[5], reg);
-	log_skipped(skipped);
+		PQclear(r);
+		if (rc < 0) {
+			fg_seterr(err, errlen, "out of memory");
+			return -1;
+		}
+	} while (n > 0);
+	r = run(conn, io, "CLOSE fg_load", PGRES_COMMAND_OK, err, errlen);
+	if (r == NULL)
+		return -1;
+	PQclear(r);
 	return 0;
-oom:
-	fg_seterr(err, errlen, "out of memory");
-	return -1;
+}
+
+/* A small table read whole (the rules, the limits): 0, or -1. */
+static int load_small(PGconn *conn, const struct fg_pg_io *io, const char *sql,
+                      int (*add)(const PGresult *, struct fg_registry *),
+                      struct fg_registry *reg, int *skipped, char *err,
+                      size_t errlen)
+{
+	PGresult *r = run(conn, io, sql, PGRES_TUPLES_OK, err, errlen);
+
+	if (r == NULL)
+		return -1;
+	*skipped += add(r, reg);
+	PQclear(r);
+	return 0;
 }
 
 struct fg_registry *fg_sync_load(PGconn *conn, const struct fg_pg_io *io,
                                  char *err, size_t errlen)
 {
-	PGresult *res[6] = {NULL, NULL, NULL, NULL, NULL, NULL}, *r;
+	PGresult *r;
 	struct fg_registry *reg = NULL;
-	int version, i, ok = 0;
+	int version, skipped = 0, ok = 0;
 
 	lock_refused = false;
 	r = run(conn, io, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
@@ -277,13 +319,11 @@ struct fg_registry *fg_sync_load(PGconn *conn, const struct fg_pg_io *io,
 	if (r == NULL)
 		return NULL;
 	PQclear(r);
-	for (i = 0; i < 4; i++) {
-		res[i] =
-		    run(conn, io, LOAD_SQL[i], PGRES_TUPLES_OK, err, errlen);
-		if (res[i] == NULL)
-			goto out;
-	}
-	version = (int)strtol(PQgetvalue(res[0], 0, 0), NULL, 10);
+	r = run(conn, io, VERSION_SQL, PGRES_TUPLES_OK, err, errlen);
+	if (r == NULL)
+		goto out;
+	version = (int)strtol(PQgetvalue(r, 0, 0), NULL, 10);
+	PQclear(r);
 	if (version < FG_SCHEMA_MIN) {
 		fg_seterr(err, errlen,
 		          "database schema version %d is older than the "
@@ -291,21 +331,26 @@ struct fg_registry *fg_sync_load(PGconn *conn, const struct fg_pg_io *io,
 		          version, FG_SCHEMA_MIN);
 		goto out;
 	}
-	if (version >= FG_SCHEMA_RULES) {
-		res[4] = run(conn, io, RULES_SQL, PGRES_TUPLES_OK, err, errlen);
-		if (res[4] == NULL)
-			goto out;
-	}
-	if (version >= FG_SCHEMA_LIMITS) {
-		res[5] =
-		    run(conn, io, LIMITS_SQL, PGRES_TUPLES_OK, err, errlen);
-		if (res[5] == NULL)
-			goto out;
-	}
 	reg = fg_registry_new();
-	if (reg == NULL || load_rows(res, reg, err, errlen) != 0 ||
-	    fg_registry_finalise(reg, err, errlen) != 0)
+	if (reg == NULL) {
+		fg_seterr(err, errlen, "out of memory");
 		goto out;
+	}
+	for (int t = 0; t < FG_WD_KINDS; t++)
+		if (load_table(conn, io, LOAD_ORDER[t], reg, &skipped, err,
+		               errlen) != 0)
+			goto out;
+	/* The rate limits last: the lock test in auth.sh holds them. */
+	if ((version >= FG_SCHEMA_RULES &&
+	     load_small(conn, io, RULES_SQL, load_rules, reg, &skipped, err,
+	                errlen) != 0) ||
+	    (version >= FG_SCHEMA_LIMITS &&
+	     load_small(conn, io, LIMITS_SQL, load_limits, reg, &skipped, err,
+	                errlen) != 0))
+		goto out;
+	if (fg_registry_finalise(reg, err, errlen) != 0)
+		goto out;
+	log_skipped(skipped);
 	fg_registry_set_meta(reg, FG_REGISTRY_FROM_DATABASE, version,
 	                     fg_time_s());
 	if (version > FG_SCHEMA_KNOWN)
@@ -316,8 +361,6 @@ struct fg_registry *fg_sync_load(PGconn *conn, const struct fg_pg_io *io,
 		       version, FG_SCHEMA_KNOWN, FG_SCHEMA_KNOWN);
 	ok = 1;
 out:
-	for (i = 0; i < 6; i++)
-		PQclear(res[i]);
 	/* After a failure the connection may be gone; then the server ends
 	 * the transaction itself. */
 	if (PQstatus(conn) == CONNECTION_OK) {
@@ -593,19 +636,10 @@ static int drain_notifies(struct fg_sync *sy)
  * revoked by now. */
 static const char *const NAMED_SQL[FG_WD_KINDS] = {
     [FG_WD_CERT] =
-        "SELECT fingerprint, device_id, "
-        "floor(extract(epoch FROM not_before))::bigint, "
-        "floor(extract(epoch FROM not_after))::bigint, "
-        "CASE WHEN revoked_at IS NULL THEN 0 "
-        "ELSE greatest(1, floor(extract(epoch FROM revoked_at)))::bigint END, "
-        "revoked_at IS NOT NULL AND revoked_at <= now() "
-        "FROM fleetgate.device_certificates WHERE fingerprint = ANY($1)",
-    [FG_WD_DEVICE] =
-        "SELECT id, municipality_id, status, require_api_key, api_key_hash "
-        "FROM fleetgate.devices WHERE id = ANY($1)",
-    [FG_WD_ACCOUNT] = "SELECT username, password_hash, role, municipality_id, "
-                      "cross_municipality, disabled FROM fleetgate.accounts "
-                      "WHERE username = ANY($1)",
+        CERT_COLUMNS ", revoked_at IS NOT NULL AND revoked_at "
+                     "<= now()" CERTS_FROM " WHERE fingerprint = ANY($1)",
+    [FG_WD_DEVICE] = DEVICES_SQL " WHERE id = ANY($1)",
+    [FG_WD_ACCOUNT] = ACCOUNTS_SQL " WHERE username = ANY($1)",
 };
 
 /* The keys as a text[] literal: each one quoted, with " and \ escaped. */

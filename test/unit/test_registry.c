@@ -495,6 +495,59 @@ END_TEST
  * load: every limit row, inherited fields (-1) included. */
 /* The snapshot body is written by hand, not by cJSON: every byte of a
  * string and the whole range of the numbers must come back. */
+/* A snapshot is written through a buffer of 256 KB: one of many times
+ * that size (a registry derived with changes, as the loader writes them)
+ * reads back whole, and one of a few bytes, too. */
+START_TEST(a_snapshot_larger_than_its_write_buffer_reads_back_whole)
+{
+	struct fg_registry *base = sample(20000), *reg, *back;
+	char path[128], err[256] = "", id[32];
+	struct stat st;
+
+	reg = fg_registry_derive(base);
+	ck_assert_ptr_nonnull(reg);
+	ck_assert_int_eq(fg_registry_remove_account(reg, "dash"), 1);
+	ck_assert_int_eq(fg_registry_add_device(reg, "meter-00004", "east",
+	                                        FG_DEVICE_SUSPENDED, false,
+	                                        NULL),
+	                 0);
+	ck_assert_int_eq(fg_registry_finalise(reg, err, sizeof(err)), 0);
+	fg_registry_free(base);
+	tmp_path(path, sizeof(path));
+	ck_assert_int_eq(fg_registry_save(reg, path, err, sizeof(err)), 0);
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_int_gt(st.st_size, 8 * (256 << 10));
+	back = fg_registry_load(path, err, sizeof(err));
+	ck_assert_msg(back != NULL, "load failed: %s", err);
+	ck_assert_uint_eq(fg_registry_device_count(back), 20000);
+	ck_assert_uint_eq(fg_registry_cert_count(back), 20000);
+	ck_assert_uint_eq(fg_registry_account_count(back), 0);
+	for (int i = 0; i < 20000; i++) {
+		fg_fingerprint fp = fp_of(i);
+		const struct fg_cert *c = fg_registry_cert(back, &fp);
+
+		snprintf(id, sizeof(id), "meter-%05d", i);
+		ck_assert_ptr_nonnull(c);
+		ck_assert_str_eq(c->device->id, id);
+		ck_assert_str_eq(c->device->municipality, i == 4  ? "east"
+		                                          : i % 2 ? "north"
+		                                                  : "south");
+	}
+	fg_registry_free(back);
+	fg_registry_free(reg);
+
+	reg = fg_registry_new();
+	ck_assert_int_eq(fg_registry_finalise(reg, NULL, 0), 0);
+	ck_assert_int_eq(fg_registry_save(reg, path, err, sizeof(err)), 0);
+	back = fg_registry_load(path, err, sizeof(err));
+	ck_assert_msg(back != NULL, "load failed: %s", err);
+	ck_assert_uint_eq(fg_registry_device_count(back), 0);
+	fg_registry_free(back);
+	fg_registry_free(reg);
+	unlink(path);
+}
+END_TEST
+
 START_TEST(snapshot_keeps_every_byte_of_a_string_and_large_numbers)
 {
 	struct fg_registry *reg = fg_registry_new(), *back;
@@ -784,6 +837,8 @@ static Suite *suite(void)
 	tcase_add_test(tc,
 	               snapshot_round_trip_keeps_every_field_and_is_mode_0600);
 	tcase_add_test(tc, snapshot_keeps_the_rate_limits);
+	tcase_add_test(
+	    tc, a_snapshot_larger_than_its_write_buffer_reads_back_whole);
 	tcase_add_test(tc,
 	               snapshot_keeps_every_byte_of_a_string_and_large_numbers);
 	tcase_add_test(
