@@ -27,9 +27,16 @@ enum auth_api_key_mode {
 	AUTH_API_KEY_ALL,
 };
 
+struct auth_pwcheck;
+
 struct auth_config {
-	int api_key;       /* enum auth_api_key_mode */
-	int max_id_length; /* bytes, for client ids and usernames */
+	int api_key;            /* enum auth_api_key_mode */
+	int max_id_length;      /* bytes, for client ids and usernames */
+	int password_cache_s;   /* 0: no cache */
+	int password_budget_ms; /* of hashing per second */
+	/* Where passwords and API keys are checked (NULL: hashed each time,
+	 * without a budget). */
+	struct auth_pwcheck *pwcheck;
 };
 
 /* Why a client was admitted or refused; names as in the audit table. */
@@ -51,6 +58,7 @@ enum auth_reason {
 	AUTH_ACCOUNT_DISABLED,
 	AUTH_NO_CREDENTIALS,
 	AUTH_BAD_CERTIFICATE,
+	AUTH_SERVER_BUSY, /* a password check over the hashing budget */
 };
 
 const char *auth_reason_str(enum auth_reason r);
@@ -64,6 +72,11 @@ struct auth_request {
 	fg_fingerprint fp;       /* when has_cert */
 	int64_t x509_not_before; /* when has_cert */
 	int64_t x509_not_after;  /* when has_cert */
+	/* On a re-check of a connected client (SIGHUP): the fg_hash_str of
+	 * the password or API key hash it was admitted with, 0 otherwise.
+	 * While the stored hash is the same, the password (the one sent at
+	 * CONNECT) is not hashed again. */
+	uint64_t admitted_secret;
 };
 
 /* The identity a decision established. */
@@ -84,6 +97,33 @@ enum auth_reason auth_decide(const struct fg_registry *reg,
                              const struct auth_config *cfg,
                              const struct auth_request *req, int64_t now,
                              struct auth_identity *id);
+
+/*
+ * Password and API key checks with a cache of recent outcomes and a
+ * budget of broker time for hashing (auth_pwcheck.c). Broker thread only.
+ */
+enum auth_pw {
+	AUTH_PW_MATCH,
+	AUTH_PW_MISMATCH, /* also a malformed hash, or no password */
+	AUTH_PW_BUSY,     /* not checked: the hashing budget is spent */
+};
+
+struct auth_pwcheck_stats {
+	uint64_t cached; /* answered from the cache */
+	uint64_t hashed; /* answered by hashing */
+	uint64_t busy;   /* refused for want of budget */
+};
+
+/* cache_s: how long an outcome is kept (0: not at all); budget_ms: the
+ * hashing time allowed per second. NULL when out of memory. */
+struct auth_pwcheck *auth_pwcheck_new(int cache_s, int budget_ms);
+void auth_pwcheck_free(struct auth_pwcheck *pc);
+/* Check password against a stored hash; now_ms is fg_mono_ms. With a
+ * NULL pc: hashed every time, never busy. */
+enum auth_pw auth_pwcheck_verify(struct auth_pwcheck *pc, const char *stored,
+                                 const char *password, int64_t now_ms);
+void auth_pwcheck_get_stats(const struct auth_pwcheck *pc,
+                            struct auth_pwcheck_stats *out);
 
 /*
  * A connected client, as remembered for re-checks: enough to find its

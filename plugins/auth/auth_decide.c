@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "auth.h"
-#include "fg_passwd.h"
 
 const char *auth_reason_str(enum auth_reason r)
 {
@@ -24,6 +23,7 @@ const char *auth_reason_str(enum auth_reason r)
 	    [AUTH_BAD_API_KEY] = "bad_api_key",
 	    [AUTH_UNKNOWN_ACCOUNT] = "unknown_account",
 	    [AUTH_BAD_PASSWORD] = "bad_password",
+	    [AUTH_SERVER_BUSY] = "server_busy",
 	    [AUTH_ACCOUNT_DISABLED] = "account_disabled",
 	    [AUTH_NO_CREDENTIALS] = "no_credentials",
 	    [AUTH_BAD_CERTIFICATE] = "bad_certificate",
@@ -67,6 +67,27 @@ static bool needs_api_key(const struct auth_config *cfg,
 	       (cfg->api_key == AUTH_API_KEY_PER_DEVICE && d->require_api_key);
 }
 
+/* A password or API key against its stored hash (NULL: none, refused). */
+static enum auth_reason check_secret(const struct auth_config *cfg,
+                                     const struct auth_request *req,
+                                     const char *stored, enum auth_reason wrong)
+{
+	if (stored == NULL)
+		return wrong;
+	if (req->admitted_secret != 0 &&
+	    fg_hash_str(stored) == req->admitted_secret)
+		return AUTH_OK;
+	switch (auth_pwcheck_verify(cfg->pwcheck, stored, req->password,
+	                            fg_mono_ms())) {
+	case AUTH_PW_MATCH:
+		return AUTH_OK;
+	case AUTH_PW_BUSY:
+		return AUTH_SERVER_BUSY;
+	default:
+		return wrong;
+	}
+}
+
 static enum auth_reason decide_device(const struct fg_registry *reg,
                                       const struct auth_config *cfg,
                                       const struct auth_request *req,
@@ -92,27 +113,27 @@ static enum auth_reason decide_device(const struct fg_registry *reg,
 	 * never take over another's session. */
 	if (strcmp(req->client_id, c->device->id) != 0)
 		return AUTH_CLIENT_ID_MISMATCH;
-	if (needs_api_key(cfg, c->device) &&
-	    (c->device->api_key_hash == NULL ||
-	     fg_passwd_verify(c->device->api_key_hash, req->password) !=
-	         FG_PASSWD_MATCH))
-		return AUTH_BAD_API_KEY;
+	if (needs_api_key(cfg, c->device))
+		return check_secret(cfg, req, c->device->api_key_hash,
+		                    AUTH_BAD_API_KEY);
 	return AUTH_OK;
 }
 
 static enum auth_reason decide_account(const struct fg_registry *reg,
+                                       const struct auth_config *cfg,
                                        const struct auth_request *req,
                                        struct auth_identity *id)
 {
 	const struct fg_account *a = fg_registry_account(reg, req->username);
+	enum auth_reason r;
 
 	if (a == NULL)
 		return AUTH_UNKNOWN_ACCOUNT;
 	if (a->disabled)
 		return AUTH_ACCOUNT_DISABLED;
-	if (fg_passwd_verify(a->password_hash, req->password) !=
-	    FG_PASSWD_MATCH)
-		return AUTH_BAD_PASSWORD;
+	r = check_secret(cfg, req, a->password_hash, AUTH_BAD_PASSWORD);
+	if (r != AUTH_OK)
+		return r;
 	id->is_device = false;
 	id->account = a;
 	return AUTH_OK;
@@ -137,7 +158,7 @@ enum auth_reason auth_decide(const struct fg_registry *reg,
 		return AUTH_REGISTRY_UNAVAILABLE;
 	if (req->has_cert)
 		return decide_device(reg, cfg, req, now, id);
-	return decide_account(reg, req, id);
+	return decide_account(reg, cfg, req, id);
 }
 
 enum auth_reason auth_withdrawn(const struct fg_withdrawn *w, bool is_device,

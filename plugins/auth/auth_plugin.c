@@ -39,6 +39,7 @@ struct auth_plugin {
 	int64_t refusal_window_ms;
 	unsigned refusals_in_window;
 	uint64_t refusals_suppressed;
+	struct fg_throttle busy_throttle;
 };
 
 static const char *const api_key_modes[] = {"off", "per_device", "all", NULL};
@@ -48,6 +49,10 @@ static const struct fg_opt_spec auth_specs[] = {
      api_key_modes},
     {"max_id_length", FG_OPT_INT, offsetof(struct auth_config, max_id_length),
      1, 65535, NULL},
+    {"password_cache_s", FG_OPT_INT,
+     offsetof(struct auth_config, password_cache_s), 0, 604800, NULL},
+    {"password_budget_ms", FG_OPT_INT,
+     offsetof(struct auth_config, password_budget_ms), 1, 1000, NULL},
 };
 
 static int on_basic_auth(int event, void *event_data, void *userdata);
@@ -173,6 +178,26 @@ static void remember(struct auth_plugin *p, struct mosquitto *client,
 		                     s.client_id);
 }
 
+/* Logins refused because hashing took its whole budget, once a minute. */
+static void warn_busy(struct auth_plugin *p)
+{
+	struct auth_pwcheck_stats st;
+	uint64_t suppressed;
+
+	if (!fg_throttle_hit(&p->busy_throttle, 60000, &suppressed))
+		return;
+	auth_pwcheck_get_stats(p->cfg.pwcheck, &st);
+	mosquitto_log_printf(
+	    MOSQ_LOG_WARNING,
+	    AUTH_LOG " password checks have used their budget of "
+	             "password_budget_ms=%d a second: refusing logins that "
+	             "need one as server_busy (refused=%llu since the last "
+	             "warning; cached=%llu hashed=%llu busy=%llu so far)",
+	    p->cfg.password_budget_ms, (unsigned long long)suppressed + 1,
+	    (unsigned long long)st.cached, (unsigned long long)st.hashed,
+	    (unsigned long long)st.busy);
+}
+
 static int on_basic_auth(int event, void *event_data, void *userdata)
 {
 	struct mosquitto_evt_basic_auth *ed = event_data;
@@ -183,12 +208,15 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	enum auth_reason r;
 	const char *fp, *device_id;
 	/* SIGHUP makes the broker authenticate connected clients again. */
-	const char *event_name =
-	    auth_sessions_get(&p->sessions, ed->client) ? "reauth" : "connect";
+	const struct auth_session *known =
+	    auth_sessions_get(&p->sessions, ed->client);
+	const char *event_name = known ? "reauth" : "connect";
 
 	(void)event;
 	memset(&id, 0, sizeof(id));
 	r = read_request(ed->client, ed, &req);
+	if (known != NULL)
+		req.admitted_secret = known->secret_hash;
 	if (r == AUTH_OK)
 		r = auth_decide(fg_runtime_registry(p->rt), &p->cfg, &req,
 		                fg_time_s(), &id);
@@ -202,6 +230,8 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	    mosquitto_set_username(ed->client, id.device->id) !=
 	        MOSQ_ERR_SUCCESS)
 		r = AUTH_INVALID_USERNAME;
+	if (r == AUTH_SERVER_BUSY)
+		warn_busy(p);
 	if (r != AUTH_OK) {
 		/* A client refused on a re-check (SIGHUP) must not stay
 		 * tracked under its old identity. */
@@ -375,6 +405,7 @@ static void plugin_free(struct auth_plugin *p)
 		return;
 	fg_plugin_unregister(p->id, callbacks, NCALLBACKS);
 	auth_sessions_free(&p->sessions);
+	auth_pwcheck_free(p->cfg.pwcheck);
 	fg_runtime_release(p->rt);
 	free(p);
 }
@@ -396,21 +427,32 @@ FG_PLUGIN_ENTRY int mosquitto_plugin_init(mosquitto_plugin_id_t *identifier,
 	}
 	p->cfg.api_key = AUTH_API_KEY_OFF;
 	p->cfg.max_id_length = 64;
+	p->cfg.password_cache_s = 3600;
+	p->cfg.password_budget_ms = 100;
 	own = (struct fg_opt_table){
 	    auth_specs, sizeof(auth_specs) / sizeof(auth_specs[0]), &p->cfg};
 	p->rt =
 	    fg_plugin_runtime(&own, options, option_count, err, sizeof(err));
-	if (p->rt == NULL ||
-	    fg_plugin_register(identifier, callbacks, NCALLBACKS, p, err,
+	if (p->rt == NULL)
+		goto fail;
+	p->cfg.pwcheck = auth_pwcheck_new(p->cfg.password_cache_s,
+	                                  p->cfg.password_budget_ms);
+	if (p->cfg.pwcheck == NULL) {
+		snprintf(err, sizeof(err), "out of memory");
+		goto fail;
+	}
+	if (fg_plugin_register(identifier, callbacks, NCALLBACKS, p, err,
 	                       sizeof(err)) != 0)
 		goto fail;
 	p->id = identifier;
 	*userdata = p;
-	mosquitto_log_printf(MOSQ_LOG_NOTICE,
-	                     AUTH_LOG " started api_key=%s max_id_length=%d "
-	                              "broker_id=%s",
-	                     api_key_modes[p->cfg.api_key],
-	                     p->cfg.max_id_length, fg_runtime_broker_id(p->rt));
+	mosquitto_log_printf(
+	    MOSQ_LOG_NOTICE,
+	    AUTH_LOG " started api_key=%s max_id_length=%d "
+	             "password_cache_s=%d password_budget_ms=%d broker_id=%s",
+	    api_key_modes[p->cfg.api_key], p->cfg.max_id_length,
+	    p->cfg.password_cache_s, p->cfg.password_budget_ms,
+	    fg_runtime_broker_id(p->rt));
 	return MOSQ_ERR_SUCCESS;
 fail:
 	mosquitto_log_printf(MOSQ_LOG_ERR, AUTH_LOG " cannot start: %s", err);

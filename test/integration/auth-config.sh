@@ -45,6 +45,9 @@ start_fails "an api_key mode that does not exist stops the broker" \
 start_fails "a max_id_length of 0 stops the broker" \
 	"plugin_opt_max_id_length: '0' is not an integer from 1 to 65535" \
 	"plugin_opt_max_id_length 0"
+start_fails "a password_budget_ms of 0 stops the broker" \
+	"plugin_opt_password_budget_ms: '0' is not an integer from 1 to 1000" \
+	"plugin_opt_password_budget_ms 0"
 start_fails "a non-numeric audit_flush_ms stops the broker" \
 	"plugin_opt_audit_flush_ms: 'soon' is not an integer" \
 	"plugin_opt_audit_flush_ms soon"
@@ -172,6 +175,55 @@ sleep 0.5
 ok 'fg_client_alive hup' "and stays connected"
 fg_client_stop hup
 fg_broker_stop keys
+
+# --- password checks: a cache and a budget of broker time -------------------
+# A hash of 100,000 iterations (fewer under the sanitizers) costs the
+# broker thread tens of milliseconds a check. With password_budget_ms 5
+# one such check spends the budget of the next seconds: a login with a
+# new password is then refused as server_busy, while one with the
+# password just checked is answered from the cache, and a connected
+# account authenticated again on SIGHUP is not hashed again either.
+slow_iterations=$((100000 / FG_SLOW))
+slow_hash() {
+	python3 -c 'import base64, hashlib, sys
+salt = bytes(range(12))
+h = hashlib.pbkdf2_hmac("sha512", sys.argv[1].encode(), salt, int(sys.argv[2]))
+print("$7$%s$%s$%s" % (sys.argv[2], base64.b64encode(salt).decode(),
+                       base64.b64encode(h).decode()))' "$1" "$2"
+}
+fg_psql_admin "select fleetgate.add_account('slow', :'h', 'dashboard', 'm1')" \
+	-v h="$(slow_hash 'slow but sure' "$slow_iterations")" >/dev/null ||
+	fail "the account with a slow hash was added"
+fg_broker_start slow "plugin_opt_password_budget_ms 5" ||
+	fg_bail "broker slow did not start"
+fg_wait_log slow "registry loaded from database" 10 ||
+	fail "broker slow loaded the registry"
+ok 'fg_log_has slow "password_cache_s=3600 password_budget_ms=5"' \
+	"the broker logs the password check settings at start"
+fg_audit_mark
+fg_connect_plain slow slow-1 --username slow --password 'slow but sure'
+expect_rc 0 "an account with a hash of $slow_iterations iterations logs in"
+fg_connect_plain slow slow-2 --username slow --password 'a guess'
+expect_rc 2 "right after, a login with another password is refused: the hashing budget is spent"
+ok 'fg_wait_audit 3 "broker_id = '"'slow'"' and outcome = '"'refused'"'
+	and reason = '"'server_busy'"' and client_id = '"'slow-2'"'"' \
+	"the refusal is audited with reason server_busy"
+ok 'fg_wait_log slow "password checks have used their budget of password_budget_ms=5" 3' \
+	"the broker warns that password checks are over their budget"
+fg_connect_plain slow slow-3 --username slow --password 'slow but sure'
+expect_rc 0 "the password just checked is answered from the cache and logs in"
+fg_client_bg slow-hup --host 127.0.0.1 --port "${FG_PLAIN_PORT[slow]}" \
+	--id slow-4 --username slow --password 'slow but sure' --hold 30
+fg_client_wait_line slow-hup '^connack rc=0' 5 ||
+	fail "slow-4 connected" "$(fg_client_out slow-hup)"
+kill -HUP "${FG_BROKER_PID[slow]}"
+ok 'fg_wait_audit 5 "broker_id = '"'slow'"' and event = '"'reauth'"'
+	and outcome = '"'accepted'"' and client_id = '"'slow-4'"'"' \
+	"on SIGHUP the connected account is authenticated again while the budget is spent"
+sleep 0.5
+ok 'fg_client_alive slow-hup' "and stays connected"
+fg_client_stop slow-hup
+fg_broker_stop slow
 
 # --- the registry over TLS (sslmode=verify-full) -----------------------------
 

@@ -148,7 +148,7 @@ START_TEST(decision_table)
 {
 	struct fg_registry *reg = fleet();
 	const struct decide_case *c = &cases[_i];
-	struct auth_config cfg = {c->api_key, 64};
+	struct auth_config cfg = {.api_key = c->api_key, .max_id_length = 64};
 	struct auth_request req;
 	struct auth_identity id;
 	enum auth_reason got;
@@ -175,7 +175,7 @@ END_TEST
 START_TEST(x509_validity_is_enforced_besides_the_registry_window)
 {
 	struct fg_registry *reg = fleet();
-	struct auth_config cfg = {0, 64};
+	struct auth_config cfg = {.api_key = 0, .max_id_length = 64};
 	struct auth_request req;
 	struct auth_identity id;
 
@@ -197,7 +197,7 @@ END_TEST
 
 START_TEST(nobody_is_admitted_without_a_registry)
 {
-	struct auth_config cfg = {0, 64};
+	struct auth_config cfg = {.api_key = 0, .max_id_length = 64};
 	struct auth_request req;
 	struct auth_identity id;
 
@@ -233,7 +233,7 @@ static struct auth_session device_session(int cert, const char *id)
 START_TEST(recheck_disconnects_what_the_new_registry_no_longer_admits)
 {
 	struct fg_registry *reg = fleet();
-	struct auth_config cfg = {1, 64};
+	struct auth_config cfg = {.api_key = 1, .max_id_length = 64};
 	struct auth_session s = device_session(1, "ok");
 
 	ck_assert_int_eq(auth_recheck(reg, &cfg, &s, NOW), AUTH_OK);
@@ -268,7 +268,7 @@ END_TEST
 START_TEST(recheck_of_accounts_follows_removal_disabling_and_new_password)
 {
 	struct fg_registry *reg = fleet();
-	struct auth_config cfg = {0, 64};
+	struct auth_config cfg = {.api_key = 0, .max_id_length = 64};
 	struct auth_session s;
 
 	memset(&s, 0, sizeof(s));
