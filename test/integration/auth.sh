@@ -436,6 +436,12 @@ expect_rc 2 "the old username is refused"
 fg_connect_plain main dash-ren-3 --username 'dash-"re\named' --password 'new name'
 expect_rc 0 "the new username logs in with the same password"
 
+# A notification without a payload asks for a full read.
+fg_log_mark main
+fg_psql_super "notify fleetgate_registry" >/dev/null
+ok 'fg_wait_log main "registry loaded from database" 5' \
+	"NOTIFY fleetgate_registry without a payload makes the broker read the whole registry"
+
 # --- changes with a large registry ------------------------------------------
 # With a fleet of 100,000 devices (fewer under the sanitizers, which slow
 # the loader down by more than their FG_SLOW) a revocation must still
