@@ -176,8 +176,8 @@ static int load_limits(const PGresult *res, struct fg_registry *reg)
 }
 
 /* Add row i of a result of the devices, certificates or accounts query
- * (LOAD_SQL, NAMED_SQL): 0 when added, 1 when skipped as unreadable, -1
- * when out of memory. */
+ * (LOAD_CURSOR_SQL, NAMED_SQL): 0 when added, 1 when skipped as
+ * unreadable, -1 when out of memory. */
 static int add_device_row(const PGresult *r, int i, struct fg_registry *reg)
 {
 	enum fg_device_status st;
@@ -340,7 +340,6 @@ struct fg_registry *fg_sync_load(PGconn *conn, const struct fg_pg_io *io,
 		if (load_table(conn, io, LOAD_ORDER[t], reg, &skipped, err,
 		               errlen) != 0)
 			goto out;
-	/* The rate limits last: the lock test in auth.sh holds them. */
 	if ((version >= FG_SCHEMA_RULES &&
 	     load_small(conn, io, RULES_SQL, load_rules, reg, &skipped, err,
 	                errlen) != 0) ||
@@ -631,7 +630,7 @@ static int drain_notifies(struct fg_sync *sy)
 	return count;
 }
 
-/* The named rows of a table, in the columns of its full read (LOAD_SQL);
+/* The named rows of a table, in the columns of its full read;
  * a key without a row was deleted. Certificates add whether the row is
  * revoked by now. */
 static const char *const NAMED_SQL[FG_WD_KINDS] = {

@@ -3,14 +3,14 @@
  * certificates revoked or deleted, devices suspended, decommissioned or
  * deleted, accounts disabled or deleted.
  *
- * The loader reads the rows that a change notification names before it
- * reads the whole registry again (which takes a few hundred milliseconds
- * with a hundred thousand devices, and waits for any lock an
- * administrator holds on a registry table), and hands what it found to
- * the broker thread at once. The broker refuses and disconnects these
- * identities until the next registry is installed, which holds the same
- * changes. A set only ever takes access away: whatever it lacks, the
- * registry decides.
+ * The loader reads the rows that change notifications name. When it
+ * cannot patch the registry with them and must read the whole registry
+ * again (which takes a few hundred milliseconds with a hundred thousand
+ * devices, and waits for any lock an administrator holds on a registry
+ * table), it hands what they withdraw to the broker thread at once. The
+ * broker refuses and disconnects these identities until the next
+ * registry is installed, which holds the same changes. A set only ever
+ * takes access away: whatever it lacks, the registry decides.
  *
  * A set is built on one thread and then only read; sets are sorted so that
  * each lookup is a binary search.
