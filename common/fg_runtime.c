@@ -461,7 +461,7 @@ void fg_runtime_tick(struct fg_runtime *rt)
 		size_t nrules;
 
 		fg_registry_rules(fresh, &nrules);
-		fg_registry_free(rt->registry);
+		fg_sync_retire(rt->sync, rt->registry);
 		rt->registry = fresh;
 		/* It holds every change the withdrawn set was read from. */
 		fg_withdrawn_free(rt->withdrawn);

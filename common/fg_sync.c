@@ -41,6 +41,9 @@
  * meanwhile. */
 #define LOCK_WAIT_SQL "'500ms'"
 #define BUSY_RETRY_MS 200
+/* Registries the broker thread handed back, waiting for the loader to
+ * free them; when full, the broker thread frees one itself. */
+#define RETIRED_MAX 64
 
 /* The rows a burst of notifications named, per fg_withdrawn_kind, and
  * what else it touched. */
@@ -61,6 +64,8 @@ struct fg_sync {
 	pthread_mutex_t lock;
 	struct fg_registry *mailbox;
 	struct fg_withdrawn *withdrawn_box; /* newer than mailbox, if both */
+	struct fg_registry *retired[RETIRED_MAX];
+	int nretired;
 
 	PGconn *conn; /* loader thread only, like the three below */
 	struct fg_pg_io io;
@@ -422,6 +427,34 @@ struct fg_registry *fg_sync_take(struct fg_sync *sy, struct fg_withdrawn **w)
 	sy->withdrawn_box = NULL;
 	pthread_mutex_unlock(&sy->lock);
 	return reg;
+}
+
+void fg_sync_retire(struct fg_sync *sy, struct fg_registry *reg)
+{
+	if (reg == NULL)
+		return;
+	pthread_mutex_lock(&sy->lock);
+	if (sy->nretired < RETIRED_MAX) {
+		sy->retired[sy->nretired++] = reg;
+		reg = NULL;
+	}
+	pthread_mutex_unlock(&sy->lock);
+	fg_registry_free(reg);
+}
+
+/* Free what the broker thread handed back (loader thread, or at stop). */
+static void free_retired(struct fg_sync *sy)
+{
+	struct fg_registry *batch[RETIRED_MAX];
+	int n;
+
+	pthread_mutex_lock(&sy->lock);
+	n = sy->nretired;
+	memcpy(batch, sy->retired, (size_t)n * sizeof(batch[0]));
+	sy->nretired = 0;
+	pthread_mutex_unlock(&sy->lock);
+	for (int i = 0; i < n; i++)
+		fg_registry_free(batch[i]);
 }
 
 /* Wait for fd to become readable or for stop, up to ms (-1: forever).
@@ -954,6 +987,7 @@ static void *loader_main(void *arg)
 	for (;;) {
 		int rc, n, more, applied;
 
+		free_retired(sy);
 		if (sy->conn == NULL) {
 			int first = -1;
 
@@ -1067,6 +1101,7 @@ void fg_sync_stop(struct fg_sync *sy)
 	if (write(sy->stop_pipe[1], "x", 1) != 1)
 		fg_log(MOSQ_LOG_ERR, LOG_PREFIX " cannot signal the loader");
 	pthread_join(sy->thread, NULL);
+	free_retired(sy);
 	close(sy->stop_pipe[0]);
 	close(sy->stop_pipe[1]);
 	fg_registry_free(sy->mailbox);
