@@ -1011,14 +1011,24 @@ static void *loader_main(void *arg)
 			sy->was_connected = 1;
 			sy->conn_throttle.last_ms = 0;
 		}
-		/* Also the pace of the periodic reload's check. */
-		rc = wait_fd(sy, PQsocket(sy->conn),
-		             pending ? BUSY_RETRY_MS : SNAPSHOT_IDLE_MS);
-		if (rc < 0)
-			break;
-		/* Quiet for SNAPSHOT_IDLE_MS, or changing for too long. */
-		save_snapshot(sy, rc == 0 && !pending);
-		n = rc > 0 ? drain_notifies(sy) : 0;
+		/* Notifications that came in with the answers to the last
+		 * queries are already held by libpq: the socket will not
+		 * signal them, and they must not wait for the next change. */
+		n = drain_notifies(sy);
+		if (n == 0) {
+			/* Also the pace of the periodic reload's check. */
+			rc =
+			    wait_fd(sy, PQsocket(sy->conn),
+			            pending ? BUSY_RETRY_MS : SNAPSHOT_IDLE_MS);
+			if (rc < 0)
+				break;
+			/* Quiet for SNAPSHOT_IDLE_MS, or changing for too
+			 * long. */
+			save_snapshot(sy, rc == 0 && !pending);
+			n = rc > 0 ? drain_notifies(sy) : 0;
+		} else {
+			save_snapshot(sy, false); /* changing for too long */
+		}
 		if (n > 0) {
 			/* Let the rest of a burst arrive, then load once. */
 			if (wait_fd(sy, -1, COALESCE_MS) < 0)

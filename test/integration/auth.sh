@@ -442,6 +442,58 @@ fg_psql_super "notify fleetgate_registry" >/dev/null
 ok 'fg_wait_log main "registry loaded from database" 5' \
 	"NOTIFY fleetgate_registry without a payload makes the broker read the whole registry"
 
+# --- churn: many small changes, two brokers ---------------------------------
+# 400 administrator changes, each its own transaction, committed as fast
+# as psql sends them with a short pause after every tenth (but for the
+# last 100, some of which arrive while the loader reads the rows of earlier
+# ones): devices,
+# certificates and accounts added, changed, revoked, renamed and removed
+# (test/integration/registry_churn.py). Both
+# brokers patch their registries burst by burst; once the changes stop,
+# each broker's snapshot (written from its newest registry) must hold
+# exactly the rows the database holds.
+fg_ensure_municipality m-churn
+fg_log_mark main
+fg_log_mark second
+churn_sql=$FG_TMP/churn.sql
+python3 "$FG_ROOT/test/integration/registry_churn.py" sql 7 400 \
+	"$(fg_passwd_hash churn 'churn pw')" >"$churn_sql"
+ok 'fg_psql_super "$(cat "$churn_sql")" >/dev/null' \
+	"400 registry changes are committed one by one"
+churn_dump() {
+	fg_psql_super "select 'd|' || id || '|' || municipality_id || '|' || status
+		from fleetgate.devices
+		union all
+		select 'c|' || fingerprint || '|' || device_id || '|' ||
+		       case when revoked_at is null then 'False' else 'True' end
+		from fleetgate.device_certificates
+		union all
+		select 'a|' || username || '|' || role || '|' ||
+		       coalesce(municipality_id, 'None') || '|' ||
+		       case when disabled then 'True' else 'False' end
+		from fleetgate.accounts" >"$FG_TMP/churn.dump"
+}
+churn_dump
+for b in main second; do
+	same() {
+		python3 "$FG_ROOT/test/integration/registry_churn.py" compare \
+			"$FG_TMP/$1.snapshot" "$FG_TMP/churn.dump" \
+			>"$FG_TMP/churn-$1.diff" 2>&1
+	}
+	if fg_wait_until 15 same "$b"; then
+		pass "[$b] after the churn its registry holds exactly the database's rows"
+	else
+		fail "[$b] after the churn its registry holds exactly the database's rows" \
+			"$(cat "$FG_TMP/churn-$b.diff")"
+	fi
+	patches=$(tail -c +"$((${FG_LOG_MARK[$b]:-0} + 1))" "$FG_TMP/$b.log" |
+		grep -c 'patched the registry' || true)
+	fulls=$(tail -c +"$((${FG_LOG_MARK[$b]:-0} + 1))" "$FG_TMP/$b.log" |
+		grep -c 'read the whole registry' || true)
+	fg_diag "[$b] churn: $patches patches, $fulls full reads"
+	ok '((patches >= 20))' "[$b] the churn was patched in ($patches patches, $fulls full reads)"
+done
+
 # --- changes with a large registry ------------------------------------------
 # With a fleet of 100,000 devices (fewer under the sanitizers, which slow
 # the loader down by more than their FG_SLOW) a revocation must still
