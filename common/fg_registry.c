@@ -266,23 +266,6 @@ static const char *account_key(const struct fg_registry *reg, uint32_t i)
 	return reg->accounts[i].username;
 }
 
-static uint32_t index_find(const struct fg_registry *reg,
-                           const struct index *ix, key_fn key,
-                           const char *wanted)
-{
-	size_t pos;
-
-	if (ix->slots == NULL)
-		return EMPTY_SLOT;
-	pos = (size_t)fg_hash_str(wanted) & ix->mask;
-	while (ix->slots[pos] != EMPTY_SLOT) {
-		if (strcmp(key(reg, ix->slots[pos]), wanted) == 0)
-			return ix->slots[pos];
-		pos = (pos + 1) & ix->mask;
-	}
-	return EMPTY_SLOT;
-}
-
 /* Where key sits in ix, or SIZE_MAX. */
 static size_t index_pos(const struct fg_registry *reg, const struct index *ix,
                         key_fn key, const char *wanted)
@@ -295,6 +278,19 @@ static size_t index_pos(const struct fg_registry *reg, const struct index *ix,
 		pos = (pos + 1) & ix->mask;
 	}
 	return SIZE_MAX;
+}
+
+/* The row key names, or EMPTY_SLOT (also before the index is built). */
+static uint32_t index_find(const struct fg_registry *reg,
+                           const struct index *ix, key_fn key,
+                           const char *wanted)
+{
+	size_t pos;
+
+	if (ix->slots == NULL)
+		return EMPTY_SLOT;
+	pos = index_pos(reg, ix, key, wanted);
+	return pos == SIZE_MAX ? EMPTY_SLOT : ix->slots[pos];
 }
 
 /* Put row i in the first free slot of its probe sequence (its key is known
