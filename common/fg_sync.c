@@ -834,33 +834,27 @@ static bool patchable(const struct fg_sync *sy,
 	return true;
 }
 
-/* Replace a whole table the burst named (sql: RULES_SQL or LIMITS_SQL);
- * 0, or -1 when it cannot be read. */
+/* Replace a whole table the burst named (sql: RULES_SQL or LIMITS_SQL,
+ * read as the full read does); 0, or -1 when it cannot be read. */
 static int patch_table(struct fg_sync *sy, struct fg_registry *next,
                        const char *sql, bool rules, int *skipped)
 {
 	char err[FG_ERRLEN];
-	PGresult *r;
 
-	lock_refused = false;
-	r = run(sy->conn, &sy->io, sql, PGRES_TUPLES_OK, err, sizeof(err));
-	if (r == NULL) {
-		if (!fg_pg_io_aborted(&sy->io) && !lock_refused)
-			fg_log(MOSQ_LOG_WARNING,
-			       LOG_PREFIX " cannot read a changed table, it "
-			                  "waits for the reload: %s",
-			       err);
-		return -1;
-	}
-	if (rules) {
+	if (rules)
 		fg_registry_clear_rules(next);
-		*skipped += load_rules(r, next);
-	} else {
+	else
 		fg_registry_clear_limits(next);
-		*skipped += load_limits(r, next);
-	}
-	PQclear(r);
-	return 0;
+	lock_refused = false;
+	if (load_small(sy->conn, &sy->io, sql, rules ? load_rules : load_limits,
+	               next, skipped, err, sizeof(err)) == 0)
+		return 0;
+	if (!fg_pg_io_aborted(&sy->io) && !lock_refused)
+		fg_log(MOSQ_LOG_WARNING,
+		       LOG_PREFIX " cannot read a changed table, it "
+		                  "waits for the reload: %s",
+		       err);
+	return -1;
 }
 
 /*
@@ -880,9 +874,8 @@ static int patch(struct fg_sync *sy, PGresult *const res[FG_WD_KINDS])
 	if (next == NULL)
 		goto fail;
 	/* Devices first: a new certificate may name a new device. */
-	static const int order[] = {FG_WD_DEVICE, FG_WD_CERT, FG_WD_ACCOUNT};
-	for (size_t t = 0; t < sizeof(order) / sizeof(order[0]); t++) {
-		int k = order[t];
+	for (int t = 0; t < FG_WD_KINDS; t++) {
+		int k = LOAD_ORDER[t];
 
 		for (int i = 0; i < nm->n[k]; i++) {
 			const char *key = nm->keys[k][i];
@@ -954,9 +947,7 @@ static int apply_named(struct fg_sync *sy)
 	struct fg_withdrawn *w;
 	int rc = read_named(sy, res);
 
-	if (rc == 0 && patchable(sy, res) && patch(sy, res) == 0) {
-		rc = 0;
-	} else {
+	if (rc != 0 || !patchable(sy, res) || patch(sy, res) != 0) {
 		if (rc >= 0 && (w = withdrawn_of(&sy->named, res)) != NULL &&
 		    post_withdrawn(sy, w) != 0)
 			fg_log(MOSQ_LOG_WARNING, LOG_PREFIX
