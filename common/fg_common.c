@@ -67,6 +67,17 @@ uint64_t fg_hash_str(const char *s)
 	return h;
 }
 
+void fg_hex(const unsigned char *in, size_t n, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 0x0f];
+	}
+	out[2 * n] = '\0';
+}
+
 uint64_t fg_hash_bytes(const void *p, size_t len)
 {
 	const unsigned char *b = p;

@@ -97,6 +97,9 @@ FG_API void fg_buf_clear(struct fg_buf *b);
 FG_API uint64_t fg_hash_str(const char *s);
 FG_API uint64_t fg_hash_bytes(const void *p, size_t len);
 
+/* The n bytes at in as 2n lowercase hex digits and a NUL, at out. */
+FG_API void fg_hex(const unsigned char *in, size_t n, char *out);
+
 /* A well-mixed hash of a pointer, for tables keyed by client. */
 FG_API uint64_t fg_hash_ptr(const void *ptr);
 

@@ -69,19 +69,14 @@ int fg_fingerprint_parse(const char *text, fg_fingerprint *out)
 
 int fg_fingerprint_of_cert(void *x509, fg_fingerprint *out)
 {
-	static const char digits[] = "0123456789abcdef";
 	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int len = 0, i;
+	unsigned int len = 0;
 
 	if (x509 == NULL ||
 	    X509_digest((X509 *)x509, EVP_sha256(), md, &len) != 1 ||
 	    len * 2 != FG_FP_HEXLEN)
 		return -1;
-	for (i = 0; i < len; i++) {
-		out->hex[2 * i] = digits[md[i] >> 4];
-		out->hex[2 * i + 1] = digits[md[i] & 0x0f];
-	}
-	out->hex[FG_FP_HEXLEN] = '\0';
+	fg_hex(md, len, out->hex);
 	return 0;
 }
 

@@ -29,16 +29,13 @@
 
 static void sha256_hex(const char *data, size_t len, char out[65])
 {
-	static const char digits[] = "0123456789abcdef";
 	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int mdlen = 0, i;
+	unsigned int mdlen = 0;
 
-	EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
-	for (i = 0; i < 32 && i < mdlen; i++) {
-		out[2 * i] = digits[md[i] >> 4];
-		out[2 * i + 1] = digits[md[i] & 0x0f];
-	}
-	out[64] = '\0';
+	if (EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL) != 1 ||
+	    mdlen != 32)
+		memset(md, 0, 32); /* matches no header a save writes */
+	fg_hex(md, 32, out);
 }
 
 /*
@@ -284,7 +281,6 @@ static void header_line(char *out, size_t len, const char *sum)
 int fg_registry_save(const struct fg_registry *reg, const char *path, char *err,
                      size_t errlen)
 {
-	static const char digits[] = "0123456789abcdef";
 	char tmp[4096], header[128], sum[65];
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
@@ -330,10 +326,7 @@ int fg_registry_save(const struct fg_registry *reg, const char *path, char *err,
 		          "without a required field");
 		goto out;
 	}
-	for (unsigned i = 0; i < 32; i++) {
-		sum[2 * i] = digits[md[i] >> 4];
-		sum[2 * i + 1] = digits[md[i] & 0x0f];
-	}
+	fg_hex(md, 32, sum);
 	header_line(header, sizeof(header), sum);
 	if (pwrite(b.fd, header, hlen, 0) != (ssize_t)hlen ||
 	    fsync(b.fd) != 0) {
