@@ -982,41 +982,59 @@ static bool take_spare(struct journal *j, uint64_t id, const char *name,
  * writer thread's spare is used when there is one, so that the broker
  * only renames a file.
  */
+/*
+ * Create name in the journal directory (excl: 0 or O_EXCL), allocate its
+ * len bytes on disk and map them writable. Returns the mapping, with the
+ * descriptor in *fd; or NULL with errno set, and *fd -1 when the file
+ * could not be created, or else the descriptor the failed file had (now
+ * closed, and the file removed).
+ */
+static unsigned char *create_mapped(struct journal *j, const char *name,
+                                    int excl, size_t len, int *fd)
+{
+	void *map = MAP_FAILED;
+	int e;
+
+	*fd = openat(j->dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC | excl, 0600);
+	if (*fd < 0)
+		return NULL;
+	e = posix_fallocate(*fd, 0, (off_t)len);
+	if (e == 0)
+		map =
+		    mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, *fd, 0);
+	else
+		errno = e;
+	if (map != MAP_FAILED)
+		return map;
+	e = errno;
+	(void)unlinkat(j->dirfd, name, 0);
+	close(*fd);
+	errno = e;
+	return NULL;
+}
+
 static int open_segment(struct journal *j, uint64_t id, size_t need, char *err,
                         size_t errlen)
 {
 	size_t len = segment_alloc_len(j, need), ready = 0;
 	unsigned char *map;
 	char name[32];
-	int fd, e;
+	int fd;
 
 	/* With always the broker waits for the disk anyway: the cut tail
 	 * reaches it too, at once. */
 	finish_segment(j, j->s.sync == JOURNAL_SYNC_ALWAYS);
 	seg_name(name, sizeof(name), id);
-	if (!take_spare(j, id, name, len, &fd, &map, &len, &ready)) {
-		void *m;
-
-		fd = openat(j->dirfd, name, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-		if (fd < 0) {
+	if (!take_spare(j, id, name, len, &fd, &map, &len, &ready) &&
+	    (map = create_mapped(j, name, 0, len, &fd)) == NULL) {
+		if (fd < 0)
 			fg_seterr(err, errlen, "cannot create %s/%s: %s",
 			          j->s.dir, name, strerror(errno));
-			return -1;
-		}
-		e = posix_fallocate(fd, 0, (off_t)len);
-		m = e == 0 ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED,
-		                  fd, 0)
-		           : MAP_FAILED;
-		if (m == MAP_FAILED) {
-			e = e != 0 ? e : errno;
+		else
 			fg_seterr(err, errlen,
 			          "cannot allocate %zu bytes for %s/%s: %s",
-			          len, j->s.dir, name, strerror(e));
-			unlinkat(j->dirfd, name, 0);
-			close(fd);
-			return -1;
-		}
-		map = m;
+			          len, j->s.dir, name, strerror(errno));
+		return -1;
 	}
 	/* The new name must reach the disk before an entry in it counts as
 	 * synced: at once with always, by the writer's next sync with batch. */
@@ -1081,20 +1099,12 @@ static void prepare_spare(struct journal *j)
 		return;
 	/* O_EXCL: a spare the broker took and has not renamed yet is never
 	 * opened again here. */
-	fd = openat(j->dirfd, SPARE_NAME, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC,
-	            0600);
-	if (fd < 0 && errno == EEXIST)
-		return;
-	map = fd >= 0 && posix_fallocate(fd, 0, (off_t)len) == 0
-	          ? mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
-	          : MAP_FAILED;
-	if (map == MAP_FAILED) {
+	map = create_mapped(j, SPARE_NAME, O_EXCL, len, &fd);
+	if (map == NULL) {
+		if (fd < 0 && errno == EEXIST)
+			return;
 		/* A full disk, say: the broker then creates its next segment
 		 * itself, and says what fails. */
-		if (fd >= 0) {
-			close(fd);
-			(void)unlinkat(j->dirfd, SPARE_NAME, 0);
-		}
 		j->spare_retry_ms = fg_mono_ms() + SPARE_RETRY_MS;
 		return;
 	}
