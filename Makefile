@@ -87,7 +87,7 @@ UNIT_LIBS = $(LIBS_RT) $(foreach p,$(PLUGIN_NAMES),$(LIBS_$(p))) -lmosquitto
 UNIT_SUPPORT := test/unit/stubs.c test/unit/unit_run.c
 
 $(BUILD)/unit/%: test/unit/%.c $(UNIT_SUPPORT) $(COMMON_OBJ) $(PLUGIN_OBJ) \
-		$(wildcard test/unit/*.h)
+		$(wildcard test/unit/*.h test/tools/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  CC      $@"
 	$(Q)$(CC) $(CFLAGS_ALL) -fvisibility=default \

@@ -7,27 +7,20 @@
 #include <stdio.h>
 #include <string.h>
 
-#include <openssl/evp.h>
-
 #include "auth.h"
+#include "../tools/fg_passwd_make.h"
 #include "fg_common.h"
 #include "unit_run.h"
 
-/* A hash as mosquitto_passwd writes it: $7$iterations$salt$hash. */
+/* A hash of password with a salt of salt_byte repeated. */
 static void make_hash(char *out, size_t len, const char *password,
                       int iterations, unsigned char salt_byte)
 {
-	unsigned char salt[12], hash[64];
-	char salt64[32], hash64[96];
+	unsigned char salt[FG_PASSWD_MAKE_SALT];
 
 	memset(salt, salt_byte, sizeof(salt));
-	ck_assert_int_eq(PKCS5_PBKDF2_HMAC(password, (int)strlen(password),
-	                                   salt, sizeof(salt), iterations,
-	                                   EVP_sha512(), sizeof(hash), hash),
-	                 1);
-	EVP_EncodeBlock((unsigned char *)salt64, salt, sizeof(salt));
-	EVP_EncodeBlock((unsigned char *)hash64, hash, sizeof(hash));
-	snprintf(out, len, "$7$%d$%s$%s", iterations, salt64, hash64);
+	ck_assert_int_eq(fg_passwd_make(out, len, password, iterations, salt),
+	                 0);
 }
 
 static struct auth_pwcheck_stats stats(const struct auth_pwcheck *pc)

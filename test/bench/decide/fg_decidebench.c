@@ -32,10 +32,10 @@
 #include <string.h>
 #include <time.h>
 
-#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 
+#include "../../tools/fg_passwd_make.h"
 #include "auth.h"
 #include "fg_registry.h"
 
@@ -158,23 +158,6 @@ static double time_decide(const struct fg_registry *reg,
 	return best;
 }
 
-/* A hash of password as mosquitto_passwd writes it ($7$, PBKDF2-SHA512). */
-static int make_hash(char *out, size_t len, const char *password,
-                     int iterations)
-{
-	unsigned char salt[12] = "fleetgate-bn", hash[64];
-	char salt64[32], hash64[96];
-
-	if (PKCS5_PBKDF2_HMAC(password, (int)strlen(password), salt,
-	                      sizeof(salt), iterations, EVP_sha512(),
-	                      sizeof(hash), hash) != 1)
-		return -1;
-	EVP_EncodeBlock((unsigned char *)salt64, salt, sizeof(salt));
-	EVP_EncodeBlock((unsigned char *)hash64, hash, sizeof(hash));
-	snprintf(out, len, "$7$%d$%s$%s", iterations, salt64, hash64);
-	return 0;
-}
-
 /* Best of REPEATS runs of an account's auth_decide, ns per call; -1 when
  * it was not admitted. */
 static double time_login(const struct fg_registry *reg,
@@ -201,6 +184,7 @@ static double time_login(const struct fg_registry *reg,
 static int bench_logins(void)
 {
 	static const int hash_iterations[] = {101, 10000};
+	static const unsigned char salt[FG_PASSWD_MAKE_SALT] = "fleetgate-bn";
 	struct auth_request req = {
 	    .client_id = "dash-1", .username = "dash", .password = "s3cret"};
 
@@ -214,7 +198,8 @@ static int bench_logins(void)
 
 		cached.pwcheck = auth_pwcheck_new(3600, 1000);
 		if (reg == NULL || cached.pwcheck == NULL ||
-		    make_hash(hash, sizeof(hash), "s3cret", it) != 0 ||
+		    fg_passwd_make(hash, sizeof(hash), "s3cret", it, salt) !=
+		        0 ||
 		    fg_registry_add_account(reg, "dash", hash, "dashboard",
 		                            NULL, false, false) != 0 ||
 		    fg_registry_finalise(reg, NULL, 0) != 0) {
