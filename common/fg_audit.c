@@ -8,6 +8,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +20,7 @@
 
 #include "fg_ident.h"
 #include "fg_log.h"
+#include "fg_shm.h"
 
 #define LOG_PREFIX "fleetgate-audit:"
 #define LAST_SEEN_MAX 200000
@@ -48,9 +51,16 @@ struct seen {
 	int64_t at_ms;
 };
 
+/*
+ * The structure and its queue live in shared mappings, so that the writer
+ * may run in the worker process (fg_shm.h). Events are kept in slots
+ * taken from a stack of free ones (the most recently freed first, so that
+ * only as many pages are touched as events ever waited at once).
+ */
 struct fg_audit {
 	struct fg_audit_settings s;
-	char *conninfo, *broker_id;
+	char *conninfo, *broker_id; /* allocated before any fork */
+	bool shared;
 
 	pthread_t thread;
 	pthread_mutex_t lock;
@@ -60,14 +70,23 @@ struct fg_audit {
 
 	struct queued_event **ring;
 	size_t head, count;
+	/* Broker thread only: it stopped waiting for the lock (see
+	 * broker_lock), and the events it dropped for that. */
+	bool stalled;
+	uint64_t lock_drops;
+	struct queued_event *slots; /* queue_size of them */
+	struct queued_event **free_slots;
+	size_t nfree;
 	struct seen *seen; /* one entry per device since the last flush */
 	size_t nseen;
 	uint32_t *seen_index; /* open addressing over seen, SEEN_SLOTS */
 
 	uint64_t queued, written, dropped, rejected, seen_dropped;
 	uint64_t dropped_logged, seen_dropped_logged;
-	struct fg_throttle drop_throttle, seen_throttle;
+	struct fg_throttle drop_throttle, seen_throttle, stall_throttle;
 
+	/* From here on, the writer thread's own (reset for a new worker
+	 * process). */
 	PGconn *conn; /* writer thread only, like the three below */
 	struct fg_pg_io io;
 	int db_down;
@@ -124,31 +143,43 @@ static void fill_event(struct queued_event *q, const struct fg_audit_event *ev,
 	q->count = ev->count;
 }
 
+/*
+ * The broker thread's lock of the queue. The writer holds it for moments
+ * (flush_seen's copy is the longest: a few ms with 100,000 devices), but
+ * a worker process stopped while it holds it (SIGSTOP, a frozen cgroup)
+ * would hold it for good: then the broker thread waits at most
+ * BROKER_LOCK_MS once, and after that not at all until it gets the lock
+ * again.
+ */
+#define BROKER_LOCK_MS 50
+static int broker_lock(struct fg_audit *a)
+{
+	if (fg_shm_lock_within(&a->lock, a->stalled ? 0 : BROKER_LOCK_MS) !=
+	    0) {
+		a->stalled = true;
+		return -1;
+	}
+	a->stalled = false;
+	return 0;
+}
+
 int fg_audit_push(struct fg_audit *a, const struct fg_audit_event *ev)
 {
 	struct queued_event *q;
 
 	if (a == NULL)
 		return -1;
-	q = malloc(sizeof(*q));
-	pthread_mutex_lock(&a->lock);
-	if (q == NULL || a->count == (size_t)a->s.queue_size) {
-		a->dropped++;
-		pthread_mutex_unlock(&a->lock);
-		free(q);
+	if (broker_lock(a) != 0) {
+		a->lock_drops++;
 		return -1;
 	}
-	pthread_mutex_unlock(&a->lock);
-
+	if (a->nfree == 0) {
+		a->dropped++;
+		pthread_mutex_unlock(&a->lock);
+		return -1;
+	}
+	q = a->free_slots[--a->nfree];
 	fill_event(q, ev, fg_time_ms());
-
-	pthread_mutex_lock(&a->lock);
-	if (a->count == (size_t)a->s.queue_size) {
-		a->dropped++;
-		pthread_mutex_unlock(&a->lock);
-		free(q);
-		return -1;
-	}
 	a->ring[(a->head + a->count) % (size_t)a->s.queue_size] = q;
 	a->count++;
 	a->queued++;
@@ -167,7 +198,8 @@ void fg_audit_seen(struct fg_audit *a, const char *device_id)
 		return;
 	copy_field(id, sizeof(id), device_id);
 	pos = (size_t)fg_hash_str(id) & (SEEN_SLOTS - 1);
-	pthread_mutex_lock(&a->lock);
+	if (broker_lock(a) != 0)
+		return; /* a convenience, not a record */
 	/* A device that connects many times between flushes is one entry. */
 	while (a->seen_index[pos] != SEEN_EMPTY &&
 	       strcmp(a->seen[a->seen_index[pos]].id, id) != 0)
@@ -191,8 +223,16 @@ void fg_audit_tick(struct fg_audit *a)
 
 	if (a == NULL)
 		return;
-	pthread_mutex_lock(&a->lock);
-	dropped = a->dropped;
+	if (broker_lock(a) != 0) {
+		if (fg_throttle_hit(&a->stall_throttle, 10000, &suppressed))
+			fg_log(MOSQ_LOG_ERR,
+			       LOG_PREFIX " the audit writer holds the queue "
+			                  "(its process stopped?): "
+			                  "events_dropped=%llu meanwhile",
+			       (unsigned long long)a->lock_drops);
+		return;
+	}
+	dropped = a->dropped + a->lock_drops;
 	seen_dropped = a->seen_dropped;
 	pthread_mutex_unlock(&a->lock);
 	if (dropped != a->dropped_logged &&
@@ -216,7 +256,7 @@ void fg_audit_tick(struct fg_audit *a)
 
 void fg_audit_stats(struct fg_audit *a, struct fg_audit_stats *out)
 {
-	pthread_mutex_lock(&a->lock);
+	fg_shm_lock(&a->lock);
 	out->queued = a->queued;
 	out->written = a->written;
 	out->dropped = a->dropped;
@@ -410,7 +450,7 @@ static enum write_result write_batch(struct fg_audit *a,
 			       "lost: event=%s reason=%s client_id=%.64s",
 			       evs[i]->event, evs[i]->reason,
 			       evs[i]->client_id);
-			pthread_mutex_lock(&a->lock);
+			fg_shm_lock(&a->lock);
 			a->rejected++;
 			pthread_mutex_unlock(&a->lock);
 		}
@@ -425,7 +465,7 @@ static void flush_seen(struct fg_audit *a)
 	cJSON *arr;
 	char *json;
 
-	pthread_mutex_lock(&a->lock);
+	fg_shm_lock(&a->lock);
 	n = a->nseen;
 	if (n == 0) {
 		pthread_mutex_unlock(&a->lock);
@@ -467,7 +507,8 @@ static void wait_locked(struct fg_audit *a, int ms)
 	struct timespec ts;
 
 	fg_timespec_in(&ts, CLOCK_MONOTONIC, ms);
-	pthread_cond_timedwait(&a->cond, &a->lock, &ts);
+	if (pthread_cond_timedwait(&a->cond, &a->lock, &ts) == EOWNERDEAD)
+		pthread_mutex_consistent(&a->lock);
 }
 
 static void *writer_main(void *arg)
@@ -484,7 +525,7 @@ static void *writer_main(void *arg)
 
 	batch = calloc((size_t)a->s.batch_size, sizeof(*batch));
 	fg_backoff_reset(&backoff, a->s.retry_max_ms);
-	pthread_mutex_lock(&a->lock);
+	fg_shm_lock(&a->lock);
 	for (;;) {
 		if (a->stopping && stop_deadline == 0)
 			stop_deadline = fg_mono_ms() + STOP_FLUSH_MS;
@@ -508,9 +549,9 @@ static void *writer_main(void *arg)
 			if (ensure_db(a) == 0)
 				wr = write_batch(a, batch, n);
 			if (wr == WRITE_OK) {
+				fg_shm_lock(&a->lock);
 				for (i = 0; i < n; i++)
-					free(batch[i]);
-				pthread_mutex_lock(&a->lock);
+					a->free_slots[a->nfree++] = batch[i];
 				a->written += n;
 				pthread_mutex_unlock(&a->lock);
 				n = 0;
@@ -518,7 +559,7 @@ static void *writer_main(void *arg)
 			} else {
 				/* Keep the batch and try again later. */
 				disconnect_db(a);
-				pthread_mutex_lock(&a->lock);
+				fg_shm_lock(&a->lock);
 				wait_locked(a, a->stopping
 				                   ? 200
 				                   : fg_backoff_next(&backoff));
@@ -530,41 +571,80 @@ static void *writer_main(void *arg)
 			next_seen =
 			    fg_mono_ms() + a->s.last_seen_interval_s * 1000;
 		}
-		pthread_mutex_lock(&a->lock);
+		fg_shm_lock(&a->lock);
 	}
 	/* Stopping with events still unwritten: count them as lost. */
 	a->dropped += n + a->count;
-	pthread_mutex_unlock(&a->lock);
 	for (i = 0; i < n; i++)
-		free(batch[i]);
+		a->free_slots[a->nfree++] = batch[i];
+	pthread_mutex_unlock(&a->lock);
 	free(batch);
 	disconnect_db(a);
-	pthread_mutex_lock(&a->lock);
+	fg_shm_lock(&a->lock);
 	a->done = 1;
 	pthread_cond_broadcast(&a->cond);
 	pthread_mutex_unlock(&a->lock);
 	return NULL;
 }
 
-struct fg_audit *fg_audit_start(const struct fg_audit_settings *s, char *err,
-                                size_t errlen)
+/* A zeroed shared mapping of n elements of size bytes, or NULL. */
+static void *shared_array(size_t n, size_t size)
 {
-	struct fg_audit *a = calloc(1, sizeof(*a));
-	pthread_condattr_t ca;
+	return n > SIZE_MAX / size ? NULL : fg_shm_map(n * size);
+}
+
+static void unmap_arrays(struct fg_audit *a)
+{
+	size_t q = (size_t)a->s.queue_size;
+
+	fg_shm_unmap(a->ring, q * sizeof(*a->ring));
+	fg_shm_unmap(a->slots, q * sizeof(*a->slots));
+	fg_shm_unmap(a->free_slots, q * sizeof(*a->free_slots));
+	fg_shm_unmap(a->seen, LAST_SEEN_MAX * sizeof(*a->seen));
+	fg_shm_unmap(a->seen_index, SEEN_SLOTS * sizeof(*a->seen_index));
+}
+
+/* Every slot not in the ring is free. */
+static void refill_free(struct fg_audit *a)
+{
+	size_t q = (size_t)a->s.queue_size, i;
+	unsigned char *queued = calloc(q, 1);
+
+	a->nfree = 0;
+	if (queued == NULL)
+		return;
+	for (i = 0; i < a->count; i++)
+		queued[a->ring[(a->head + i) % q] - a->slots] = 1;
+	for (i = q; i-- > 0;)
+		if (!queued[i])
+			a->free_slots[a->nfree++] = &a->slots[i];
+	free(queued);
+}
+
+struct fg_audit *fg_audit_create(const struct fg_audit_settings *s, bool shared,
+                                 char *err, size_t errlen)
+{
+	struct fg_audit *a = fg_shm_map(sizeof(*a));
+	size_t q = (size_t)s->queue_size;
 
 	if (a == NULL)
 		goto oom;
 	a->s = *s;
+	a->shared = shared;
 	a->conninfo = strdup(s->pg.conninfo ? s->pg.conninfo : "");
 	a->broker_id = strdup(s->broker_id);
-	a->ring = calloc((size_t)s->queue_size, sizeof(*a->ring));
-	a->seen = calloc(LAST_SEEN_MAX, sizeof(*a->seen));
-	a->seen_index = malloc(SEEN_SLOTS * sizeof(*a->seen_index));
-	if (a->seen_index != NULL)
-		memset(a->seen_index, 0xff,
-		       SEEN_SLOTS * sizeof(*a->seen_index));
+	a->ring = shared_array(q, sizeof(*a->ring));
+	a->slots = shared_array(q, sizeof(*a->slots));
+	a->free_slots = shared_array(q, sizeof(*a->free_slots));
+	a->seen = shared_array(LAST_SEEN_MAX, sizeof(*a->seen));
+	a->seen_index = shared_array(SEEN_SLOTS, sizeof(*a->seen_index));
 	if (a->conninfo == NULL || a->broker_id == NULL || a->ring == NULL ||
-	    a->seen == NULL || a->seen_index == NULL)
+	    a->slots == NULL || a->free_slots == NULL || a->seen == NULL ||
+	    a->seen_index == NULL)
+		goto oom;
+	memset(a->seen_index, 0xff, SEEN_SLOTS * sizeof(*a->seen_index));
+	refill_free(a);
+	if (a->nfree != q)
 		goto oom;
 	a->s.pg.conninfo = a->conninfo;
 	a->s.broker_id = a->broker_id;
@@ -572,16 +652,9 @@ struct fg_audit *fg_audit_start(const struct fg_audit_settings *s, char *err,
 		fg_seterr(err, errlen, "pipe: %s", strerror(errno));
 		goto fail;
 	}
-	pthread_mutex_init(&a->lock, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&a->cond, &ca);
-	pthread_condattr_destroy(&ca);
-	if (pthread_create(&a->thread, NULL, writer_main, a) != 0) {
-		fg_seterr(err, errlen, "cannot start audit thread: %s",
-		          strerror(errno));
-		pthread_mutex_destroy(&a->lock);
-		pthread_cond_destroy(&a->cond);
+	if (fg_shm_mutex_init(&a->lock, shared) != 0 ||
+	    fg_shm_cond_init(&a->cond, shared) != 0) {
+		fg_seterr(err, errlen, "cannot make the audit queue's lock");
 		close(a->abort_pipe[0]);
 		close(a->abort_pipe[1]);
 		goto fail;
@@ -593,39 +666,76 @@ fail:
 	if (a != NULL) {
 		free(a->conninfo);
 		free(a->broker_id);
-		free(a->ring);
-		free(a->seen);
-		free(a->seen_index);
-		free(a);
+		unmap_arrays(a);
+		fg_shm_unmap(a, sizeof(*a));
 	}
 	return NULL;
 }
 
-void fg_audit_stop(struct fg_audit *a)
+int fg_audit_run(struct fg_audit *a, char *err, size_t errlen)
+{
+	if (pthread_create(&a->thread, NULL, writer_main, a) != 0) {
+		fg_seterr(err, errlen, "cannot start audit thread: %s",
+		          strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+void fg_audit_halt(struct fg_audit *a)
 {
 	struct timespec ts;
-	size_t i;
+	int rc = 0;
 
-	if (a == NULL)
-		return;
 	/* The writer has STOP_FLUSH_MS to write what is queued. A call to a
 	 * database that does not answer is then made to give up, so that
 	 * the join below returns. */
 	fg_timespec_in(&ts, CLOCK_MONOTONIC, STOP_FLUSH_MS + STOP_GRACE_MS);
-	pthread_mutex_lock(&a->lock);
+	fg_shm_lock(&a->lock);
 	a->stopping = 1;
 	pthread_cond_signal(&a->cond);
-	while (!a->done && pthread_cond_timedwait(&a->cond, &a->lock, &ts) == 0)
-		;
+	while (!a->done && rc == 0)
+		rc = pthread_cond_timedwait(&a->cond, &a->lock, &ts);
 	pthread_mutex_unlock(&a->lock);
 	if (write(a->abort_pipe[1], "x", 1) != 1)
 		fg_log(MOSQ_LOG_ERR, LOG_PREFIX " cannot signal the writer");
 	pthread_join(a->thread, NULL);
+}
+
+void fg_audit_fds(const struct fg_audit *a, int fds[2])
+{
+	fds[0] = a->abort_pipe[0];
+	fds[1] = a->abort_pipe[1];
+}
+
+uint64_t fg_audit_adopt(struct fg_audit *a)
+{
+	size_t q = (size_t)a->s.queue_size;
+	uint64_t lost;
+
+	/* Events the writer had taken from the queue and not written went
+	 * with it. */
+	(void)fg_shm_mutex_init(&a->lock, true);
+	(void)fg_shm_cond_init(&a->cond, true);
+	if (a->count > q || a->head >= q) {
+		a->count = 0;
+		a->head = 0;
+	}
+	lost = q - a->nfree - a->count;
+	refill_free(a);
+	a->dropped += lost;
+	a->stopping = 0;
+	a->done = 0;
+	memset(&a->conn, 0, sizeof(*a) - offsetof(struct fg_audit, conn));
+	return lost;
+}
+
+void fg_audit_destroy(struct fg_audit *a)
+{
+	if (a == NULL)
+		return;
 	close(a->abort_pipe[0]);
 	close(a->abort_pipe[1]);
-
-	for (i = 0; i < a->count; i++)
-		free(a->ring[(a->head + i) % (size_t)a->s.queue_size]);
 	if (a->dropped > 0 || a->rejected > 0)
 		fg_log(MOSQ_LOG_ERR,
 		       LOG_PREFIX " stopped with events_lost=%llu "
@@ -639,11 +749,28 @@ void fg_audit_stop(struct fg_audit *a)
 		       (unsigned long long)a->written);
 	pthread_mutex_destroy(&a->lock);
 	pthread_cond_destroy(&a->cond);
-	free(a->ring);
-	free(a->seen);
-	free(a->seen_index);
+	unmap_arrays(a);
 	free(a->conninfo);
 	free(a->broker_id);
-	memset(a, 0, sizeof(*a));
-	free(a);
+	fg_shm_unmap(a, sizeof(*a));
+}
+
+struct fg_audit *fg_audit_start(const struct fg_audit_settings *s, char *err,
+                                size_t errlen)
+{
+	struct fg_audit *a = fg_audit_create(s, false, err, errlen);
+
+	if (a != NULL && fg_audit_run(a, err, errlen) != 0) {
+		fg_audit_destroy(a);
+		a = NULL;
+	}
+	return a;
+}
+
+void fg_audit_stop(struct fg_audit *a)
+{
+	if (a == NULL)
+		return;
+	fg_audit_halt(a);
+	fg_audit_destroy(a);
 }

@@ -49,6 +49,23 @@ struct fg_audit *fg_audit_start(const struct fg_audit_settings *s, char *err,
  * what cannot be written is counted in the final log line. */
 void fg_audit_stop(struct fg_audit *a);
 
+/*
+ * The same in steps, for a writer in the worker process (fg_shm.h):
+ * create (broker process, before the fork; shared when the writer will
+ * run in another process), run and halt (where the writer thread runs),
+ * destroy (broker process, once the writer is gone). After a worker
+ * process died, adopt readies the queue for the next one and returns
+ * how many events went with the old one.
+ */
+struct fg_audit *fg_audit_create(const struct fg_audit_settings *s, bool shared,
+                                 char *err, size_t errlen);
+int fg_audit_run(struct fg_audit *a, char *err, size_t errlen);
+void fg_audit_halt(struct fg_audit *a);
+uint64_t fg_audit_adopt(struct fg_audit *a);
+void fg_audit_destroy(struct fg_audit *a);
+/* The abort pipe's descriptors, which the worker process keeps. */
+void fg_audit_fds(const struct fg_audit *a, int fds[2]);
+
 /* Queue an event (any thread). Returns 0, or -1 when it was dropped
  * because the queue is full (it is counted). */
 int fg_audit_push(struct fg_audit *a, const struct fg_audit_event *ev);

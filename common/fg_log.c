@@ -2,6 +2,7 @@
  * Thread-safe logging: direct on the broker thread, queued elsewhere.
  */
 #include "fg_log.h"
+#include "fg_shm.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -20,23 +21,40 @@ struct log_line {
 	char text[LOG_LINE_MAX];
 };
 
-static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct log_line *log_queue; /* ring of LOG_QUEUE_MAX lines */
-static size_t log_head, log_count;
-static uint64_t log_lost;
+/* The queue lives in a shared mapping, so that the worker process's lines
+ * reach the broker's log too. */
+struct log_queue {
+	pthread_mutex_t lock;
+	size_t head, count;
+	uint64_t lost;
+	struct log_line lines[LOG_QUEUE_MAX];
+};
+
+static struct log_queue *queue;
 static pthread_t broker_thread;
 static int broker_thread_set;
+static int worker_process;  /* this process is the worker process */
 static atomic_int detached; /* read by worker threads too */
 
 void fg_log_init(void)
 {
 	broker_thread = pthread_self();
 	broker_thread_set = 1;
+	if (queue == NULL && (queue = fg_shm_map(sizeof(*queue))) != NULL &&
+	    fg_shm_mutex_init(&queue->lock, true) != 0) {
+		fg_shm_unmap(queue, sizeof(*queue));
+		queue = NULL;
+	}
+}
+
+void fg_log_enter_worker_process(void)
+{
+	worker_process = 1;
 }
 
 int fg_on_broker_thread(void)
 {
-	return broker_thread_set &&
+	return !worker_process && broker_thread_set &&
 	       pthread_equal(broker_thread, pthread_self());
 }
 
@@ -49,7 +67,7 @@ void fg_log(int level, const char *fmt, ...)
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
 
-	if (detached) {
+	if (detached && !worker_process) {
 		fprintf(stderr, "%s\n", line);
 		return;
 	}
@@ -57,20 +75,19 @@ void fg_log(int level, const char *fmt, ...)
 		mosquitto_log_printf(level, "%s", line);
 		return;
 	}
-
-	pthread_mutex_lock(&log_lock);
-	if (log_queue == NULL)
-		log_queue = calloc(LOG_QUEUE_MAX, sizeof(*log_queue));
-	if (log_queue == NULL || log_count == LOG_QUEUE_MAX) {
-		log_lost++;
+	if (queue == NULL)
+		return;
+	fg_shm_lock(&queue->lock);
+	if (queue->count == LOG_QUEUE_MAX) {
+		queue->lost++;
 	} else {
 		struct log_line *slot =
-		    &log_queue[(log_head + log_count) % LOG_QUEUE_MAX];
+		    &queue->lines[(queue->head + queue->count) % LOG_QUEUE_MAX];
 		slot->level = level;
 		memcpy(slot->text, line, sizeof(slot->text));
-		log_count++;
+		queue->count++;
 	}
-	pthread_mutex_unlock(&log_lock);
+	pthread_mutex_unlock(&queue->lock);
 }
 
 void fg_log_drain(void)
@@ -78,18 +95,24 @@ void fg_log_drain(void)
 	struct log_line line;
 	uint64_t lost;
 
+	if (queue == NULL)
+		return;
 	for (;;) {
-		pthread_mutex_lock(&log_lock);
-		if (log_count == 0) {
-			lost = log_lost;
-			log_lost = 0;
-			pthread_mutex_unlock(&log_lock);
+		/* Not held for good by a stopped worker process: next TICK. */
+		if (fg_shm_lock_within(&queue->lock, 0) != 0)
+			return;
+		if (queue->count == 0 || queue->count > LOG_QUEUE_MAX) {
+			lost = queue->lost;
+			queue->lost = 0;
+			queue->count = 0;
+			pthread_mutex_unlock(&queue->lock);
 			break;
 		}
-		line = log_queue[log_head];
-		log_head = (log_head + 1) % LOG_QUEUE_MAX;
-		log_count--;
-		pthread_mutex_unlock(&log_lock);
+		line = queue->lines[queue->head % LOG_QUEUE_MAX];
+		line.text[sizeof(line.text) - 1] = '\0';
+		queue->head = (queue->head + 1) % LOG_QUEUE_MAX;
+		queue->count--;
+		pthread_mutex_unlock(&queue->lock);
 		mosquitto_log_printf(line.level, "%s", line.text);
 	}
 	if (lost > 0)
@@ -107,12 +130,11 @@ void fg_log_detach(void)
 void fg_log_shutdown(void)
 {
 	fg_log_drain();
-	pthread_mutex_lock(&log_lock);
-	free(log_queue);
-	log_queue = NULL;
-	log_head = 0;
-	log_count = 0;
-	pthread_mutex_unlock(&log_lock);
+	if (queue != NULL) {
+		pthread_mutex_destroy(&queue->lock);
+		fg_shm_unmap(queue, sizeof(*queue));
+		queue = NULL;
+	}
 }
 
 int fg_throttle_hit(struct fg_throttle *t, int64_t interval_ms,

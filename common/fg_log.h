@@ -31,7 +31,10 @@ FG_API void fg_log_shutdown(void);
  * the process exits, when the broker's logging is already torn down. */
 FG_API void fg_log_detach(void);
 
-/* True on the thread that called fg_log_init(). */
+/* In the worker process (forked from the broker): every line is queued
+ * for the broker's TICK, none is written here. */
+FG_API void fg_log_enter_worker_process(void);
+/* True on the thread that called fg_log_init(), in the broker process. */
 FG_API int fg_on_broker_thread(void);
 
 /*

@@ -5,6 +5,7 @@
  */
 #include "fg_registry.h"
 #include "fg_registry_int.h"
+#include "fg_shm.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -89,7 +90,7 @@ static char *pool_strdup(struct fg_registry *reg, const char *s, bool *failed)
 	if (s == NULL)
 		return NULL;
 	if (reg->pool == NULL) {
-		reg->pool = calloc(1, sizeof(*reg->pool));
+		reg->pool = fg_mem_calloc(1, sizeof(*reg->pool));
 		if (reg->pool == NULL) {
 			*failed = true;
 			return NULL;
@@ -101,9 +102,8 @@ static char *pool_strdup(struct fg_registry *reg, const char *s, bool *failed)
 	if (b == NULL || b->size - b->used < len) {
 		need = sizeof(*b) + len;
 		need = need > block ? need : block;
-		b = mmap(NULL, need, PROT_READ | PROT_WRITE,
-		         MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (b == MAP_FAILED) {
+		b = fg_mem_map(need);
+		if (b == NULL) {
 			*failed = true;
 			return NULL;
 		}
@@ -129,10 +129,10 @@ static void pool_release(struct pool *p)
 	while (b != NULL) {
 		struct pool_block *next = b->next;
 
-		munmap(b, b->size);
+		fg_mem_unmap(b, b->size);
 		b = next;
 	}
-	free(p);
+	fg_mem_free(p);
 }
 
 /*
@@ -143,25 +143,14 @@ static void pool_release(struct pool *p)
  * loader thread's arena, and its heap keeps the freed ones (a broker with
  * 100,000 devices grew from 35 to 80 MB over a few dozen patches).
  */
-static size_t map_len(size_t bytes)
-{
-	size_t page = 4096;
-
-	return bytes == 0 ? page : (bytes + page - 1) / page * page;
-}
-
 static void *map_alloc(size_t bytes)
 {
-	void *p = mmap(NULL, map_len(bytes), PROT_READ | PROT_WRITE,
-	               MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-
-	return p == MAP_FAILED ? NULL : p;
+	return fg_mem_map(bytes);
 }
 
 static void map_free(void *p, size_t bytes)
 {
-	if (p != NULL)
-		munmap(p, map_len(bytes));
+	fg_mem_unmap(p, bytes);
 }
 
 /* Room for row n of a table of cap rows of elem bytes (fg_grow's
@@ -176,9 +165,8 @@ static int table_grow(void *arr, size_t *cap, size_t n, size_t elem)
 	ncap = *cap ? *cap * 2 : 64;
 	if (*a == NULL)
 		na = map_alloc(ncap * elem);
-	else if ((na = mremap(*a, map_len(*cap * elem), map_len(ncap * elem),
-	                      MREMAP_MAYMOVE)) == MAP_FAILED)
-		na = NULL;
+	else
+		na = fg_mem_remap(*a, *cap * elem, ncap * elem);
 	if (na == NULL)
 		return -1;
 	*a = na;
@@ -209,7 +197,7 @@ static void index_free(struct index *ix)
 
 struct fg_registry *fg_registry_new(void)
 {
-	struct fg_registry *reg = calloc(1, sizeof(struct fg_registry));
+	struct fg_registry *reg = fg_mem_calloc(1, sizeof(struct fg_registry));
 
 	if (reg != NULL)
 		atomic_init(&reg->refs, 1);
@@ -243,9 +231,9 @@ void fg_registry_free(struct fg_registry *reg)
 	pool_release(reg->pool);
 	for (i = 0; i < reg->nshared; i++)
 		pool_release(reg->shared[i]);
-	free(reg->shared);
+	fg_mem_free(reg->shared);
 	fg_registry_free(reg->base);
-	free(reg);
+	fg_mem_free(reg);
 }
 
 /* Key of row i of a table, for the index helpers. */
@@ -593,7 +581,7 @@ struct fg_registry *fg_registry_derive(struct fg_registry *base)
 	reg->derived = true;
 	reg->depth = base->depth + 1;
 	reg->base = fg_registry_hold(base);
-	reg->shared = malloc((base->nshared + 1) * sizeof(*reg->shared));
+	reg->shared = fg_mem_malloc((base->nshared + 1) * sizeof(*reg->shared));
 	if (reg->shared == NULL)
 		goto fail;
 	for (i = 0; i < base->nshared; i++)

@@ -31,7 +31,12 @@ struct fg_runtime_config {
 	int audit_flush_ms;
 	int last_seen_interval_s;
 	int registry_reload_s;
+	int workers; /* FG_WORKERS_* */
 };
+
+/* Where the registry loader and the audit writer run: in a worker
+ * process of their own (the default), or as threads of the broker. */
+enum { FG_WORKERS_PROCESS, FG_WORKERS_THREAD };
 
 /* Mark every field "not given". */
 FG_API void fg_runtime_config_init(struct fg_runtime_config *cfg);

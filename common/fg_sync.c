@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 #include <mosquitto_broker.h>
 
 #include "fg_log.h"
+#include "fg_shm.h"
 
 #define LOG_PREFIX "fleetgate-registry:"
 /* After a NOTIFY, wait this long for more before reloading, so that one
@@ -55,9 +57,17 @@ struct named {
 	bool other;         /* a table or payload no patch covers */
 };
 
+/*
+ * With a worker process (arena not NULL) the structure lives in a shared
+ * mapping. The broker process then reads registries in place but never
+ * frees them: what it no longer reads goes back through retired and
+ * retired_wd, and a withdrawn set is copied into its own memory when it
+ * is taken.
+ */
 struct fg_sync {
 	struct fg_sync_settings s;
-	char *conninfo, *snapshot_file;
+	char *conninfo, *snapshot_file; /* allocated before any fork */
+	struct fg_arena *arena;         /* the worker process's, or NULL */
 	pthread_t thread;
 	int stop_pipe[2];
 
@@ -66,7 +76,14 @@ struct fg_sync {
 	struct fg_withdrawn *withdrawn_box; /* newer than mailbox, if both */
 	struct fg_registry *retired[RETIRED_MAX];
 	int nretired;
+	struct fg_withdrawn *retired_wd[RETIRED_MAX];
+	int nretired_wd;
+	/* Broker process only: registries waiting for room in retired. */
+	struct fg_registry **overflow;
+	size_t noverflow, cap_overflow;
 
+	/* From here on, the loader thread's own (reset for a new worker
+	 * process). */
 	PGconn *conn; /* loader thread only, like the three below */
 	struct fg_pg_io io;
 	struct fg_registry *unsaved; /* posted, not yet in the snapshot */
@@ -386,7 +403,7 @@ static void post(struct fg_sync *sy, struct fg_registry *reg)
 	struct fg_registry *old;
 	struct fg_withdrawn *stale;
 
-	pthread_mutex_lock(&sy->lock);
+	fg_shm_lock(&sy->lock);
 	old = sy->mailbox;
 	sy->mailbox = reg;
 	stale = sy->withdrawn_box;
@@ -402,7 +419,7 @@ static int post_withdrawn(struct fg_sync *sy, struct fg_withdrawn *w)
 {
 	int rc = 0;
 
-	pthread_mutex_lock(&sy->lock);
+	fg_shm_lock(&sy->lock);
 	if (sy->withdrawn_box == NULL) {
 		sy->withdrawn_box = w;
 		w = NULL;
@@ -416,45 +433,107 @@ static int post_withdrawn(struct fg_sync *sy, struct fg_withdrawn *w)
 	return rc;
 }
 
+/* A copy of w in this process's own memory, or NULL. */
+static struct fg_withdrawn *withdrawn_copy(const struct fg_withdrawn *w)
+{
+	struct fg_withdrawn *c = fg_withdrawn_new();
+
+	if (c != NULL && fg_withdrawn_merge(c, w) != 0) {
+		fg_withdrawn_free(c);
+		return NULL;
+	}
+	fg_withdrawn_seal(c);
+	return c;
+}
+
 struct fg_registry *fg_sync_take(struct fg_sync *sy, struct fg_withdrawn **w)
 {
 	struct fg_registry *reg;
+	struct fg_withdrawn *c;
 
-	pthread_mutex_lock(&sy->lock);
+	/* A worker process stopped while it held the lock must not stop
+	 * the broker thread: try again on the next TICK. */
+	*w = NULL;
+	if (fg_shm_lock_within(&sy->lock, 0) != 0)
+		return NULL;
 	reg = sy->mailbox;
 	sy->mailbox = NULL;
 	*w = sy->withdrawn_box;
-	sy->withdrawn_box = NULL;
+	if (*w != NULL && sy->arena != NULL) {
+		/* Out of memory or out of room to hand it back, it waits for
+		 * the next TICK. */
+		if (sy->nretired_wd < RETIRED_MAX &&
+		    (c = withdrawn_copy(*w)) != NULL) {
+			sy->retired_wd[sy->nretired_wd++] = *w;
+			*w = c;
+		} else {
+			*w = NULL;
+		}
+	}
+	if (*w != NULL)
+		sy->withdrawn_box = NULL;
 	pthread_mutex_unlock(&sy->lock);
 	return reg;
 }
 
 void fg_sync_retire(struct fg_sync *sy, struct fg_registry *reg)
 {
-	if (reg == NULL)
+	if (reg == NULL && sy->noverflow == 0)
 		return;
-	pthread_mutex_lock(&sy->lock);
-	if (sy->nretired < RETIRED_MAX) {
+	if (reg != NULL && sy->arena != NULL &&
+	    !fg_arena_contains(sy->arena, reg)) {
+		/* Read from the snapshot file by this process. */
+		fg_registry_free(reg);
+		reg = NULL;
+	}
+	if (fg_shm_lock_within(&sy->lock, 0) != 0)
+		goto keep;
+	while (sy->noverflow > 0 && sy->nretired < RETIRED_MAX)
+		sy->retired[sy->nretired++] = sy->overflow[--sy->noverflow];
+	if (reg != NULL && sy->nretired < RETIRED_MAX) {
 		sy->retired[sy->nretired++] = reg;
 		reg = NULL;
 	}
 	pthread_mutex_unlock(&sy->lock);
-	fg_registry_free(reg);
+	if (reg == NULL)
+		return;
+	if (sy->arena == NULL) {
+		fg_registry_free(reg);
+		return;
+	}
+keep:
+	/* The worker process frees what it allocated: keep it until there
+	 * is room (at worst it stays mapped a little longer). */
+	if (reg == NULL)
+		return;
+	if (fg_grow(&sy->overflow, &sy->cap_overflow, sy->noverflow,
+	            sizeof(*sy->overflow)) == 0)
+		sy->overflow[sy->noverflow++] = reg;
+	else
+		fg_log(MOSQ_LOG_WARNING,
+		       LOG_PREFIX " out of memory: a replaced registry stays "
+		                  "mapped until the worker process restarts");
 }
 
 /* Free what the broker thread handed back (loader thread, or at stop). */
 static void free_retired(struct fg_sync *sy)
 {
 	struct fg_registry *batch[RETIRED_MAX];
-	int n;
+	struct fg_withdrawn *wbatch[RETIRED_MAX];
+	int n, nw;
 
-	pthread_mutex_lock(&sy->lock);
+	fg_shm_lock(&sy->lock);
 	n = sy->nretired;
 	memcpy(batch, sy->retired, (size_t)n * sizeof(batch[0]));
 	sy->nretired = 0;
+	nw = sy->nretired_wd;
+	memcpy(wbatch, sy->retired_wd, (size_t)nw * sizeof(wbatch[0]));
+	sy->nretired_wd = 0;
 	pthread_mutex_unlock(&sy->lock);
 	for (int i = 0; i < n; i++)
 		fg_registry_free(batch[i]);
+	for (int i = 0; i < nw; i++)
+		fg_withdrawn_free(wbatch[i]);
 }
 
 /* Wait for fd to become readable or for stop, up to ms (-1: forever).
@@ -1055,16 +1134,18 @@ static void *loader_main(void *arg)
 	return NULL;
 }
 
-struct fg_sync *fg_sync_start(const struct fg_sync_settings *s, char *err,
-                              size_t errlen)
+struct fg_sync *fg_sync_create(const struct fg_sync_settings *s,
+                               struct fg_arena *arena, char *err, size_t errlen)
 {
-	struct fg_sync *sy = calloc(1, sizeof(*sy));
+	struct fg_sync *sy =
+	    arena ? fg_shm_map(sizeof(*sy)) : calloc(1, sizeof(*sy));
 
 	if (sy == NULL) {
 		fg_seterr(err, errlen, "out of memory");
 		return NULL;
 	}
 	sy->s = *s;
+	sy->arena = arena;
 	sy->conninfo = strdup(s->pg.conninfo ? s->pg.conninfo : "");
 	sy->snapshot_file = s->snapshot_file ? strdup(s->snapshot_file) : NULL;
 	if (sy->conninfo == NULL ||
@@ -1078,11 +1159,8 @@ struct fg_sync *fg_sync_start(const struct fg_sync_settings *s, char *err,
 		fg_seterr(err, errlen, "pipe: %s", strerror(errno));
 		goto fail;
 	}
-	pthread_mutex_init(&sy->lock, NULL);
-	if (pthread_create(&sy->thread, NULL, loader_main, sy) != 0) {
-		fg_seterr(err, errlen, "cannot start registry thread: %s",
-		          strerror(errno));
-		pthread_mutex_destroy(&sy->lock);
+	if (fg_shm_mutex_init(&sy->lock, arena != NULL) != 0) {
+		fg_seterr(err, errlen, "cannot make the registry mailbox lock");
 		close(sy->stop_pipe[0]);
 		close(sy->stop_pipe[1]);
 		goto fail;
@@ -1091,26 +1169,90 @@ struct fg_sync *fg_sync_start(const struct fg_sync_settings *s, char *err,
 fail:
 	free(sy->conninfo);
 	free(sy->snapshot_file);
-	free(sy);
+	if (arena)
+		fg_shm_unmap(sy, sizeof(*sy));
+	else
+		free(sy);
 	return NULL;
+}
+
+int fg_sync_run(struct fg_sync *sy, char *err, size_t errlen)
+{
+	if (pthread_create(&sy->thread, NULL, loader_main, sy) != 0) {
+		fg_seterr(err, errlen, "cannot start registry thread: %s",
+		          strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+void fg_sync_halt(struct fg_sync *sy)
+{
+	if (write(sy->stop_pipe[1], "x", 1) != 1)
+		fg_log(MOSQ_LOG_ERR, LOG_PREFIX " cannot signal the loader");
+	pthread_join(sy->thread, NULL);
+}
+
+void fg_sync_adopt(struct fg_sync *sy, struct fg_arena *arena)
+{
+	/* What the old worker process posted is still mapped, and the
+	 * caller took it first. Nothing else of its own outlives it: what
+	 * it was handed back goes with its arena. */
+	(void)fg_shm_mutex_init(&sy->lock, true);
+	sy->mailbox = NULL;
+	sy->withdrawn_box = NULL;
+	sy->nretired = 0;
+	sy->nretired_wd = 0;
+	sy->noverflow = 0;
+	memset(&sy->conn, 0, sizeof(*sy) - offsetof(struct fg_sync, conn));
+	sy->arena = arena;
+}
+
+void fg_sync_fds(const struct fg_sync *sy, int fds[2])
+{
+	fds[0] = sy->stop_pipe[0];
+	fds[1] = sy->stop_pipe[1];
+}
+
+void fg_sync_destroy(struct fg_sync *sy)
+{
+	if (sy == NULL)
+		return;
+	close(sy->stop_pipe[0]);
+	close(sy->stop_pipe[1]);
+	pthread_mutex_destroy(&sy->lock);
+	free(sy->conninfo);
+	free(sy->snapshot_file);
+	free(sy->overflow);
+	if (sy->arena != NULL) {
+		/* Every registry is in the arena, which its owner unmaps. */
+		fg_shm_unmap(sy, sizeof(*sy));
+		return;
+	}
+	free_retired(sy);
+	fg_registry_free(sy->mailbox);
+	fg_registry_free(sy->base);
+	fg_withdrawn_free(sy->withdrawn_box);
+	named_clear(&sy->named);
+	free(sy);
+}
+
+struct fg_sync *fg_sync_start(const struct fg_sync_settings *s, char *err,
+                              size_t errlen)
+{
+	struct fg_sync *sy = fg_sync_create(s, NULL, err, errlen);
+
+	if (sy != NULL && fg_sync_run(sy, err, errlen) != 0) {
+		fg_sync_destroy(sy);
+		sy = NULL;
+	}
+	return sy;
 }
 
 void fg_sync_stop(struct fg_sync *sy)
 {
 	if (sy == NULL)
 		return;
-	if (write(sy->stop_pipe[1], "x", 1) != 1)
-		fg_log(MOSQ_LOG_ERR, LOG_PREFIX " cannot signal the loader");
-	pthread_join(sy->thread, NULL);
-	free_retired(sy);
-	close(sy->stop_pipe[0]);
-	close(sy->stop_pipe[1]);
-	fg_registry_free(sy->mailbox);
-	fg_registry_free(sy->base);
-	fg_withdrawn_free(sy->withdrawn_box);
-	named_clear(&sy->named);
-	pthread_mutex_destroy(&sy->lock);
-	free(sy->conninfo);
-	free(sy->snapshot_file);
-	free(sy);
+	fg_sync_halt(sy);
+	fg_sync_destroy(sy);
 }

@@ -49,6 +49,26 @@ struct fg_sync *fg_sync_start(const struct fg_sync_settings *s, char *err,
                               size_t errlen);
 void fg_sync_stop(struct fg_sync *sy);
 
+/*
+ * The same in steps, for a loader in the worker process (fg_shm.h):
+ * create (broker process, before the fork; in a shared mapping, with
+ * registries built in arena), run and halt (worker process: start and
+ * stop the loader thread there), destroy (broker process, once the worker
+ * process is gone). After a worker process died, adopt readies the
+ * structure for the next one, whose registries go to a new arena: take
+ * what the old one posted first.
+ */
+struct fg_arena;
+struct fg_sync *fg_sync_create(const struct fg_sync_settings *s,
+                               struct fg_arena *arena, char *err,
+                               size_t errlen);
+int fg_sync_run(struct fg_sync *sy, char *err, size_t errlen);
+void fg_sync_halt(struct fg_sync *sy);
+void fg_sync_adopt(struct fg_sync *sy, struct fg_arena *arena);
+void fg_sync_destroy(struct fg_sync *sy);
+/* The stop pipe's descriptors, which the worker process keeps. */
+void fg_sync_fds(const struct fg_sync *sy, int fds[2]);
+
 /* Broker thread: the newest registry loaded since the last call, or NULL,
  * and in *w the access withdrawn since that registry was read (or since
  * the registry in use, when none is returned), or NULL. The caller owns

@@ -2,6 +2,7 @@
  * Sets of withdrawn identities. See fg_withdrawn.h.
  */
 #include "fg_withdrawn.h"
+#include "fg_shm.h"
 
 #include <stdint.h>
 #include <stdlib.h>
@@ -25,7 +26,7 @@ struct fg_withdrawn {
 
 struct fg_withdrawn *fg_withdrawn_new(void)
 {
-	return calloc(1, sizeof(struct fg_withdrawn));
+	return fg_mem_calloc(1, sizeof(struct fg_withdrawn));
 }
 
 void fg_withdrawn_free(struct fg_withdrawn *w)
@@ -34,10 +35,10 @@ void fg_withdrawn_free(struct fg_withdrawn *w)
 		return;
 	for (int k = 0; k < FG_WD_KINDS; k++) {
 		for (size_t i = 0; i < w->kinds[k].n; i++)
-			free(w->kinds[k].v[i].key);
-		free(w->kinds[k].v);
+			fg_mem_free(w->kinds[k].v[i].key);
+		fg_mem_free(w->kinds[k].v);
 	}
-	free(w);
+	fg_mem_free(w);
 }
 
 int fg_withdrawn_add(struct fg_withdrawn *w, enum fg_withdrawn_kind k,
@@ -49,9 +50,16 @@ int fg_withdrawn_add(struct fg_withdrawn *w, enum fg_withdrawn_kind k,
 	if (w == NULL || key == NULL || (unsigned)k >= FG_WD_KINDS)
 		return -1;
 	l = &w->kinds[k];
-	if (fg_grow(&l->v, &l->cap, l->n, sizeof(*l->v)) != 0)
-		return -1;
-	copy = strdup(key);
+	if (l->n == l->cap) {
+		size_t ncap = l->cap ? l->cap * 2 : 16;
+		struct entry *nv = fg_mem_realloc(l->v, ncap * sizeof(*l->v));
+
+		if (nv == NULL)
+			return -1;
+		l->v = nv;
+		l->cap = ncap;
+	}
+	copy = fg_mem_strdup(key);
 	if (copy == NULL)
 		return -1;
 	l->v[l->n++] = (struct entry){copy, why, w->added++};
@@ -98,7 +106,7 @@ void fg_withdrawn_seal(struct fg_withdrawn *w)
 		for (size_t i = 0; i < l->n; i++) {
 			if (i + 1 < l->n &&
 			    strcmp(l->v[i].key, l->v[i + 1].key) == 0) {
-				free(l->v[i].key);
+				fg_mem_free(l->v[i].key);
 				continue;
 			}
 			l->v[out++] = l->v[i];

@@ -835,7 +835,7 @@ fg__broker_launch() {
 	valgrind)
 		cmd=(valgrind --quiet --error-exitcode=99 --leak-check=full
 			"--suppressions=$FG_ROOT/test/valgrind.supp"
-			"--log-file=$FG_TMP/$name.valgrind" "$mosq" -c "$conf")
+			"--log-file=$FG_TMP/$name.valgrind.%p" "$mosq" -c "$conf")
 		;;
 	*) cmd=("$mosq" -c "$conf") ;;
 	esac
@@ -918,7 +918,7 @@ fg_broker_stop() {
 	unset "FG_BROKER_PID[$name]"
 	if [[ -n ${FG_SANITIZE:-} ]]; then
 		for f in "$FG_TMP/$name".asan* "$FG_TMP/$name".ubsan* \
-			"$FG_TMP/$name.valgrind"; do
+			"$FG_TMP/$name".valgrind*; do
 			# A log holding only LeakSanitizer's count of the
 			# broker's own suppressed leaks is not a finding.
 			[[ -s $f ]] && grep -qvE '^(Suppressions used:|  *count +bytes +template|  *[0-9]+ +[0-9]+ +[^ ]+$|-+$|$)' "$f" &&
@@ -938,20 +938,41 @@ fg_broker_stop() {
 # table of task TID of process PID, one per line.
 fg_task_sockets() {
 	local fd link
-	for fd in /proc/"$1"/task/"$2"/fd/*; do
+	for fd in /proc/"$2"/fd/*; do
 		link=$(readlink "$fd" 2>/dev/null) || continue
 		[[ $link == socket:\[*\] ]] && echo "${link:8:-1}"
 	done
 	return 0
 }
 
+# fg_worker_pid NAME: the pid of broker NAME's worker process (its child),
+# or nothing.
+fg_worker_pid() {
+	local pid=${FG_BROKER_PID[$1]}
+	cat /proc/"$pid"/task/*/children 2>/dev/null | tr ' ' '\n' | grep -m1 . || true
+}
+
 # fg_worker_tasks NAME: "TID THREAD-NAME" for each task of broker NAME but
-# its main thread.
+# its main thread, and each task of its worker process.
 fg_worker_tasks() {
-	local pid=${FG_BROKER_PID[$1]} t
+	local pid=${FG_BROKER_PID[$1]} t child
 	for t in /proc/"$pid"/task/*; do
 		[[ ${t##*/} == "$pid" ]] && continue
 		echo "${t##*/} $(cat "$t/comm" 2>/dev/null)"
+	done
+	for child in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do
+		for t in /proc/"$child"/task/*; do
+			echo "${t##*/} $(cat "$t/comm" 2>/dev/null)"
+		done
+	done
+}
+
+# fg_broker_threads NAME: the names of broker NAME's own threads, main
+# thread included, one per line.
+fg_broker_threads() {
+	local pid=${FG_BROKER_PID[$1]} t
+	for t in /proc/"$pid"/task/*; do
+		cat "$t/comm" 2>/dev/null
 	done
 }
 

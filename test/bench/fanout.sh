@@ -8,23 +8,28 @@
 # the subscribers are dashboards of municipality north subscribed to
 # water/north/#, the publisher sends to water/north/fanout-pub/readings, so
 # every message is delivered to every subscriber, and each delivery is one
-# READ ACL check in the broker. Five brokers run side by side:
+# READ ACL check in the broker. Six brokers run side by side:
 #   bare    mosquitto alone, allow_anonymous true (the usernames are sent
 #           and not checked)
 #   thread  the bare broker plus test/bench/thread/fg_threadbase.c, a
 #           plugin that only starts one idle thread (with a descriptor
 #           table of its own, as fleetgate's workers): what any plugin
-#           with a worker thread costs before it does anything, the floor
-#           under auth and acl (acl/thread)
+#           with a worker thread in the broker process costs before it
+#           does anything
 #   auth    fleetgate_auth.so alone: no plugin answers ACL checks, so the
 #           broker allows everything. Not a configuration to run; it tells
-#           the cost of the ACL checks apart from that of having a plugin
-#           with worker threads in the process (acl/auth)
+#           the cost of the ACL checks apart from that of the rest of the
+#           plugins (acl/auth)
 #   acl     fleetgate_auth.so then fleetgate_acl.so against a private
 #           PostgreSQL; the registry holds FANOUT_RULES ACL rules, the few
 #           the benchmark's accounts use and the rest for other devices,
 #           accounts, roles and municipalities, all added with
-#           fleetgate.add_acl_rule in one transaction
+#           fleetgate.add_acl_rule in one transaction. The loader and
+#           the audit writer run in fleetgate's worker process, and the
+#           broker process keeps one thread (checked)
+#   aclthreads  the acl broker with plugin_opt_workers thread: the loader
+#           and the audit writer as threads of the broker (acl/aclthreads
+#           is what the worker process gains)
 #   MODE-tc any of the above with glibc's thread cache enlarged
 #           (GLIBC_TUNABLES=$FANOUT_TCACHE, in the broker's environment
 #           only): each of the 50 deliveries of a message allocates a
@@ -37,7 +42,7 @@
 #           many ACL entries in all (dynamic security has no %m, %u or %c:
 #           they are written out)
 # For each of FANOUT_ROUNDS rounds and each QoS (0, 1) it loads the brokers
-# in turn (bare, thread, auth, acl, dynsec, each round starting one later) for
+# in turn (bare, thread, auth, acl, aclthreads, dynsec, each round starting one later) for
 # FANOUT_SECONDS, so that noise on the machine falls on all of them
 # alike, and prints each run, the medians and the ratios acl/bare,
 # acl/thread, acl/auth, acl/dynsec and thread/bare, with the interquartile range of the per-round
@@ -73,10 +78,11 @@
 # Environment: FANOUT_ROUNDS (8), FANOUT_SECONDS (2), FANOUT_WARMUP (0.5),
 # FANOUT_SUBSCRIBERS (50), FANOUT_RULES (1000), FANOUT_WINDOW (600),
 # FANOUT_PACE_US (500), FANOUT_BURST (100),
-# FANOUT_NICE (19), FANOUT_MODES ("bare thread auth acl dynsec", any subset),
+# FANOUT_NICE (19), FANOUT_MODES ("bare thread auth acl aclthreads dynsec",
+# any subset),
 # FANOUT_QOS ("0 1"), FANOUT_NODELAY (0), FANOUT_TCACHE
 # (glibc.malloc.tcache_count=1024), FANOUT_DYNSEC (the plugin's
-# path), and lib.sh's FG_BUILD, FG_KEEP. About 4 minutes with the
+# path), and lib.sh's FG_BUILD, FG_KEEP. About 5 minutes with the
 # defaults.
 # Exit status: 0 when every check passed, 1 otherwise.
 set -euo pipefail
@@ -93,7 +99,7 @@ bench_dir=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 : "${FANOUT_RULES:=1000}"
 : "${FANOUT_WINDOW:=600}"
 : "${FANOUT_NICE:=19}"
-: "${FANOUT_MODES:=bare thread auth acl dynsec}"
+: "${FANOUT_MODES:=bare thread auth acl aclthreads dynsec}"
 : "${FANOUT_QOS:=0 1}"
 : "${FANOUT_NODELAY:=0}"
 : "${FANOUT_PACE_US:=500}"
@@ -126,7 +132,7 @@ for mode in "${modes[@]}"; do
 		[[ -f $FG_BUILD/fleetgate_auth.so ]] ||
 			fg_bail "$FG_BUILD/fleetgate_auth.so not built: run make"
 		;;
-	acl)
+	acl | aclthreads)
 		[[ -f $FG_BUILD/fleetgate_auth.so && -f $FG_BUILD/fleetgate_acl.so ]] ||
 			fg_bail "$FG_BUILD/fleetgate_acl.so not built: run make"
 		;;
@@ -390,13 +396,16 @@ fanout_broker_start() {
 			echo
 			echo "plugin $FG_TMP/fg_threadbase.so"
 			;;
-		auth | acl)
+		auth | acl | aclthreads)
 			echo
 			echo "plugin $FG_BUILD/fleetgate_auth.so"
 			echo "plugin_opt_db_conninfo host=$PGHOST port=$PGPORT dbname=$PGDATABASE user=fg_broker"
 			echo "plugin_opt_snapshot_file $FG_TMP/$mode.snapshot"
 			echo "plugin_opt_broker_id $mode"
-			if [[ $base == acl ]]; then
+			if [[ $base == aclthreads ]]; then
+				echo "plugin_opt_workers thread"
+			fi
+			if [[ $base != auth ]]; then
 				echo "plugin $FG_BUILD/fleetgate_acl.so"
 			fi
 			;;
@@ -420,7 +429,7 @@ fanout_broker_start() {
 		tail -n 20 "$FG_TMP/$mode.stdout" "$log" >&2 2>/dev/null
 		return 1
 	fi
-	if [[ $base == auth || $base == acl ]] &&
+	if [[ $base == auth || $base == acl || $base == aclthreads ]] &&
 		! fg_wait_until 10 grep -q 'registry loaded from database' "$log"; then
 		echo "broker $mode did not load the registry:" >&2
 		tail -n 20 "$log" >&2
@@ -490,7 +499,7 @@ cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
 say "machine: $(nproc) CPUs, $cpu_model, $(mosquitto -h 2>/dev/null | head -n 1)"
 
 t0=$(fg_now_ms)
-if has_base acl || has_base auth; then
+if has_base acl || has_base aclthreads || has_base auth; then
 	fg_pg_start || fg_bail "PostgreSQL did not start"
 	hash=$(fg_passwd_hash x "$password") || fg_bail "mosquitto_passwd failed"
 	fanout_sql "$hash" >"$FG_TMP/registry.sql"
@@ -566,11 +575,14 @@ done
 # The ratios printed: acl against each other mode that ran, and the
 # idle-thread broker against the bare one.
 pairs=()
-for mode in bare thread auth dynsec; do
+for mode in bare thread auth aclthreads dynsec; do
 	if has_mode acl && has_mode "$mode"; then
 		pairs+=("acl/$mode")
 	fi
 done
+if has_mode aclthreads && has_mode dynsec; then
+	pairs+=("aclthreads/dynsec")
+fi
 if has_mode thread && has_mode bare; then
 	pairs+=("thread/bare")
 fi
@@ -673,6 +685,16 @@ say "note: deliveries_per_s measures the broker only where its main thread" \
 	"used nearly a full CPU (broker_main_cpu near 1.00); otherwise the" \
 	"client or other processes (other_cpu) took CPU, and the CPU per" \
 	"delivery and the capacity ratios are the fairer comparison"
+
+# With its workers in a process of their own, the acl broker's process
+# keeps one thread (what the comparison with the thread broker is about).
+for mode in acl aclthreads; do
+	has_mode "$mode" || continue
+	threads=$(ls /proc/"${BENCH_PID[$mode]}"/task 2>/dev/null | wc -l)
+	want=1
+	[[ $mode == aclthreads ]] && want=3
+	is "$threads" "$want" "the $mode broker process runs $want thread(s)"
+done
 
 if has_mode acl; then
 	problems=$(grep -E 'fleetgate[a-z-]*: .*(error|lost|dropped|full|unreachable|failed)' \

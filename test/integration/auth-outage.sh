@@ -22,7 +22,7 @@ RETRY="plugin_opt_retry_max_ms 300"
 fg_pg_start || fg_bail "PostgreSQL did not start"
 fg_ca_make ca
 fg_server_cert
-for d in dev-known dev-target dev-gone dev-snaprev; do
+for d in dev-known dev-target dev-gone dev-snaprev dev-wk; do
 	fg_device_cert "$d"
 	fg_register_device "$d" m1 "$FG_CERTS/$d.crt"
 done
@@ -138,5 +138,48 @@ like "$(fg_field "$FG_OUT" epoch_ms)" '^[0-9]+$' \
 fg_connect nosnap dev-gone
 expect_rc 2 "and it is refused from then on"
 
+# --- the worker process killed ------------------------------------------------
+# The loader and the audit writer run in a process of their own, so that
+# the broker process keeps one thread. Killed, it is started again and
+# the broker carries on with the registry it has meanwhile.
+threads=$(fg_broker_threads nosnap | sort | tr '\n' ' ')
+is "$threads" "mosquitto " "the broker process runs one thread: the loader and the audit writer are not in it"
+worker=$(fg_worker_pid nosnap)
+workers=$(fg_worker_tasks nosnap | awk '{print $2}' | sort | tr '\n' ' ')
+is "$workers" "fg-audit fg-registry fg-worker " "the worker process (pid ${worker:-none}) runs the loader and the audit writer"
+kill -STOP "$worker"
+fg_connect nosnap dev-known
+expect_rc 0 "with the worker process stopped (SIGSTOP) the broker still admits from the registry in memory"
+kill -CONT "$worker"
+fg_connect_bg wk nosnap dev-wk dev-wk --wait-disconnect 60
+fg_client_wait_line wk '^ready$' 5 || true
+fg_log_mark nosnap
+[[ -n $worker ]] && kill -KILL "$worker"
+ok 'fg_wait_log nosnap "fleetgate: the worker process \(pid [0-9]+\) was killed by signal 9" 5' \
+	"the broker notices that its worker process was killed"
+ok 'fg_wait_log nosnap "fleetgate: started a new worker process \(pid [0-9]+\)" 5' \
+	"and starts a new one at once"
+ok 'fg_wait_log nosnap "fleetgate[-a-z]*: connected to database" 10' \
+	"the new worker process connects to the database"
+ok 'fg_client_alive wk' "a connected device stays connected meanwhile"
+fg_connect nosnap dev-known
+expect_rc 0 "a device is admitted after the restart"
+audit_mark=$(fg_psql_super "select coalesce(max(id), 0) from fleetgate.audit_events")
+fg_expect_kick \
+	"a revoke made after the worker process restarted disconnects the device within ${FG_KICK_LIMIT_MS} ms" \
+	wk fg_revoke dev-wk "worker restart"
+if fg_wait_sql "select count(*) > 0 from fleetgate.audit_events
+	where id > $audit_mark and event = 'kick' and device_id = 'dev-wk'" t 5; then
+	pass "the new worker process writes audit events"
+else
+	fail "the new worker process writes audit events"
+fi
+worker2=$(fg_worker_pid nosnap)
+ok '[[ -n $worker2 && $worker2 != "$worker" ]]' "a new worker process runs ($worker then $worker2)"
+
 ok 'fg_broker_alive snap && fg_broker_alive nosnap' \
 	"both brokers are still running at the end"
+
+# --- the worker process at a clean stop ------------------------------------------
+fg_broker_stop nosnap
+ok '! kill -0 "$worker2" 2>/dev/null' "the worker process stops with the broker"
