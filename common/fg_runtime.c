@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -427,12 +426,11 @@ static void fill_settings(const struct fg_runtime *rt,
 	as->retry_max_ms = rt->cfg.retry_max_ms;
 }
 
-static int start_worker_process(struct fg_runtime *rt, char *err, size_t errlen)
+static int start_worker_process(struct fg_runtime *rt,
+                                const struct fg_sync_settings *ss,
+                                const struct fg_audit_settings *as, char *err,
+                                size_t errlen)
 {
-	struct fg_sync_settings ss;
-	struct fg_audit_settings as;
-
-	fill_settings(rt, &ss, &as);
 	rt->arena = fg_arena_new(ARENA_BYTES, ARENA_MIN_BYTES);
 	if (rt->arena == NULL) {
 		fg_seterr(err, errlen,
@@ -440,9 +438,9 @@ static int start_worker_process(struct fg_runtime *rt, char *err, size_t errlen)
 		          "shared memory");
 		return -1;
 	}
-	rt->sync = fg_sync_create(&ss, rt->arena, err, errlen);
+	rt->sync = fg_sync_create(ss, rt->arena, err, errlen);
 	if (rt->sync != NULL)
-		rt->audit = fg_audit_create(&as, true, err, errlen);
+		rt->audit = fg_audit_create(as, true, err, errlen);
 	if (rt->audit != NULL && fork_worker(rt, err, errlen) == 0)
 		return 0;
 	fg_audit_destroy(rt->audit);
@@ -460,17 +458,17 @@ static int start_workers(struct fg_runtime *rt, char *err, size_t errlen)
 	struct fg_audit_settings as;
 
 	rt->restart_delay_ms = 0;
+	fill_settings(rt, &ss, &as);
 	if (rt->cfg.workers == FG_WORKERS_PROCESS) {
 		char perr[FG_ERRLEN];
 
-		if (start_worker_process(rt, perr, sizeof(perr)) == 0)
+		if (start_worker_process(rt, &ss, &as, perr, sizeof(perr)) == 0)
 			return 0;
 		fg_log(MOSQ_LOG_WARNING,
 		       LOG_PREFIX " %s: the loader and audit writer run as "
 		                  "threads of the broker instead",
 		       perr);
 	}
-	fill_settings(rt, &ss, &as);
 	rt->sync = fg_sync_start(&ss, err, errlen);
 	if (rt->sync == NULL)
 		return -1;

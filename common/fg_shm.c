@@ -157,11 +157,6 @@ bool fg_arena_contains(const struct fg_arena *a, const void *p)
 	return a != NULL && c >= a->base && c < a->base + a->size;
 }
 
-size_t fg_arena_size(const struct fg_arena *a)
-{
-	return a->size;
-}
-
 size_t fg_arena_in_use(const struct fg_arena *a)
 {
 	return a->in_use;

@@ -58,7 +58,6 @@ FG_API struct fg_arena *fg_arena_new(size_t bytes, size_t min_bytes);
 /* Unmap the whole arena. */
 FG_API void fg_arena_destroy(struct fg_arena *a);
 FG_API bool fg_arena_contains(const struct fg_arena *a, const void *p);
-FG_API size_t fg_arena_size(const struct fg_arena *a);
 /* Bytes handed out and not freed (this process's view). */
 FG_API size_t fg_arena_in_use(const struct fg_arena *a);
 FG_API void *fg_arena_alloc(struct fg_arena *a, size_t bytes);

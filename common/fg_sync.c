@@ -478,41 +478,32 @@ struct fg_registry *fg_sync_take(struct fg_sync *sy, struct fg_withdrawn **w)
 
 void fg_sync_retire(struct fg_sync *sy, struct fg_registry *reg)
 {
-	if (reg == NULL && sy->noverflow == 0)
-		return;
-	if (reg != NULL && sy->arena != NULL &&
-	    !fg_arena_contains(sy->arena, reg)) {
-		/* Read from the snapshot file by this process. */
-		fg_registry_free(reg);
-		reg = NULL;
+	/* A registry waits in overflow while retired is full or its lock
+	 * is held. */
+	if (reg != NULL) {
+		if (fg_grow(&sy->overflow, &sy->cap_overflow, sy->noverflow,
+		            sizeof(*sy->overflow)) == 0)
+			sy->overflow[sy->noverflow++] = reg;
+		else if (sy->arena == NULL)
+			fg_registry_free(reg);
+		else
+			fg_log(MOSQ_LOG_WARNING,
+			       LOG_PREFIX " out of memory: a replaced registry "
+			                  "stays mapped until the worker "
+			                  "process restarts");
 	}
-	if (fg_shm_lock_within(&sy->lock, 0) != 0)
-		goto keep;
-	while (sy->noverflow > 0 && sy->nretired < RETIRED_MAX)
-		sy->retired[sy->nretired++] = sy->overflow[--sy->noverflow];
-	if (reg != NULL && sy->nretired < RETIRED_MAX) {
-		sy->retired[sy->nretired++] = reg;
-		reg = NULL;
+	if (sy->noverflow > 0 && fg_shm_lock_within(&sy->lock, 0) == 0) {
+		while (sy->noverflow > 0 && sy->nretired < RETIRED_MAX)
+			sy->retired[sy->nretired++] =
+			    sy->overflow[--sy->noverflow];
+		pthread_mutex_unlock(&sy->lock);
 	}
-	pthread_mutex_unlock(&sy->lock);
-	if (reg == NULL)
-		return;
-	if (sy->arena == NULL) {
-		fg_registry_free(reg);
-		return;
-	}
-keep:
-	/* The worker process frees what it allocated: keep it until there
-	 * is room (at worst it stays mapped a little longer). */
-	if (reg == NULL)
-		return;
-	if (fg_grow(&sy->overflow, &sy->cap_overflow, sy->noverflow,
-	            sizeof(*sy->overflow)) == 0)
-		sy->overflow[sy->noverflow++] = reg;
-	else
-		fg_log(MOSQ_LOG_WARNING,
-		       LOG_PREFIX " out of memory: a replaced registry stays "
-		                  "mapped until the worker process restarts");
+	/* With the loader in this process, what finds no room is freed
+	 * here; the worker process frees what it allocated, so its
+	 * registries wait (at worst they stay mapped a little longer). */
+	if (sy->arena == NULL)
+		while (sy->noverflow > 0)
+			fg_registry_free(sy->overflow[--sy->noverflow]);
 }
 
 /* Free what the broker thread handed back (loader thread, or at stop). */

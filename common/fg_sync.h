@@ -77,7 +77,8 @@ struct fg_registry *fg_sync_take(struct fg_sync *sy, struct fg_withdrawn **w);
 
 /* Broker thread: hand back a registry no longer in use. The loader
  * thread frees it (unmapping a replaced registry took the broker thread
- * about half a millisecond at 100,000 devices). */
+ * about half a millisecond at 100,000 devices). With a worker process,
+ * only registries from its arena. */
 void fg_sync_retire(struct fg_sync *sy, struct fg_registry *reg);
 
 /* Load the registry over an open connection (exposed for tests). Returns

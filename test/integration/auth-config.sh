@@ -19,7 +19,7 @@ fg_pg_start || fg_bail "PostgreSQL did not start"
 fg_ca_make ca
 fg_ca_make other other-ca
 fg_server_cert
-for d in dev-key dev-nokey dev-rekey dev-hup; do
+for d in dev-key dev-nokey dev-rekey dev-hup dev-thr; do
 	fg_device_cert "$d"
 	fg_register_device "$d" m1 "$FG_CERTS/$d.crt"
 done
@@ -51,6 +51,9 @@ start_fails "a password_budget_ms of 0 stops the broker" \
 start_fails "a non-numeric audit_flush_ms stops the broker" \
 	"plugin_opt_audit_flush_ms: 'soon' is not an integer" \
 	"plugin_opt_audit_flush_ms soon"
+start_fails "a workers mode that does not exist stops the broker" \
+	"plugin_opt_workers: 'fork' is not one of: process, thread" \
+	"plugin_opt_workers fork"
 start_fails "an option given twice stops the broker" \
 	"plugin_opt_broker_id: given more than once" \
 	"plugin_opt_broker_id a" "plugin_opt_broker_id b"
@@ -224,6 +227,25 @@ sleep 0.5
 ok 'fg_client_alive slow-hup' "and stays connected"
 fg_client_stop slow-hup
 fg_broker_stop slow
+
+# --- the loader and the audit writer as threads of the broker -----------------
+fg_broker_start threads "plugin_opt_workers thread" ||
+	fg_bail "broker threads did not start"
+fg_wait_registry threads || true
+threads=$(fg_broker_threads threads | sort | tr '\n' ' ')
+is "$threads" "fg-audit fg-registry mosquitto " \
+	"with workers thread, the loader and the audit writer are threads of the broker"
+is "$(fg_worker_pid threads)" "" "and there is no worker process"
+fg_connect_bg thr threads dev-thr dev-thr --wait-disconnect 60
+fg_client_wait_line thr '^ready$' 5 || true
+fg_expect_kick \
+	"with workers thread, a revocation disconnects the device within ${FG_KICK_LIMIT_MS} ms" \
+	thr fg_revoke dev-thr "workers thread"
+fg_connect threads dev-thr dev-thr
+expect_rc 2 "and it is refused from then on"
+fg_connect threads dev-nokey dev-nokey
+expect_rc 0 "another device is still admitted"
+fg_broker_stop threads
 
 # --- the registry over TLS (sslmode=verify-full) -----------------------------
 
